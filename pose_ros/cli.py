@@ -1,0 +1,243 @@
+"""``pose-ros-infer``: pose estimation on an image, a folder of images or a video, without ROS.
+
+Writes annotated images (or an annotated video) and a COCO keypoint-results JSON to an output
+folder. Example::
+
+    pose-ros-infer street.mp4 --model runs/coco_r50/best.pth --output out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from pose_ros.drawing import draw_persons
+from pose_ros.pipeline import RANDOM_WEIGHTS_PREFIX, Person, PoseEstimator
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+COCO_PERSON_CATEGORY = 1
+
+log = logging.getLogger("pose_ros.cli")
+
+
+@dataclass
+class Frame:
+    """One input frame: BGR pixels (as OpenCV reads them) and where it came from."""
+
+    image_bgr: np.ndarray
+    image_id: int
+    name: str
+
+
+class InputError(ValueError):
+    """An input that cannot be read (missing, not an image or video)."""
+
+
+def coco_results(persons: list[Person], image_id: int) -> list[dict]:
+    """Persons as COCO keypoint results (``pycocotools`` ``loadRes`` format)."""
+    results = []
+    for person in persons:
+        keypoints = np.asarray(person.keypoints, dtype=np.float64)
+        results.append(
+            {
+                "image_id": image_id,
+                "category_id": COCO_PERSON_CATEGORY,
+                "keypoints": [round(float(v), 3) for v in keypoints.reshape(-1)],
+                "score": round(float(person.score), 5),
+                "bbox": [round(float(v), 2) for v in person.box],
+                "box_score": round(float(person.box_score), 5),
+            }
+        )
+    return results
+
+
+def image_id_for(path: Path, index: int) -> int:
+    """COCO file names (``000000000785.jpg``) give their image id; other files their index."""
+    return int(path.stem) if path.stem.isdigit() else index
+
+
+def _read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"{path}: not a readable image")
+    return image
+
+
+def iter_image_frames(paths: list[Path]) -> Iterator[Frame]:
+    for index, path in enumerate(paths):
+        try:
+            yield Frame(_read_image(path), image_id_for(path, index), path.name)
+        except InputError as error:
+            # One bad file must not lose the results of the others.
+            log.error("skipping %s", error)
+
+
+def iter_video_frames(path: Path) -> Iterator[Frame]:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise InputError(f"{path}: cannot open as a video")
+    try:
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            yield Frame(frame, index, f"{path.stem}_{index:06d}")
+            index += 1
+    finally:
+        capture.release()
+
+
+def _video_properties(path: Path) -> tuple[float, int]:
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    return fps, max(count, 0)
+
+
+def collect_images(source: Path) -> list[Path]:
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise InputError(
+                f"{source}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        return images
+    return [source]
+
+
+def run(args: argparse.Namespace) -> int:
+    source = Path(args.input)
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder")
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    estimator = PoseEstimator.from_names(
+        args.model,
+        detector=args.detector,
+        detector_weights=None if args.detector_weights == "none" else args.detector_weights,
+        device=args.device,
+        fp16=args.fp16,
+        allow_random_weights=args.allow_random_weights,
+        score_threshold=args.score_threshold,
+        max_persons=args.max_persons,
+        flip_test=args.flip_test,
+        decode=args.decode,
+    )
+    print(f"pose-ros-infer: {estimator.describe()}")
+    is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
+    writer = None
+    if is_video:
+        fps, total = _video_properties(source)
+        frames = iter_video_frames(source)
+    else:
+        images = collect_images(source)
+        total = len(images)
+        frames = iter_image_frames(images)
+
+    results: list[dict] = []
+    persons_total = 0
+    processed = 0
+    results_path = output / "results.json"
+    try:
+        for frame in tqdm(frames, total=total or None, unit="frame", disable=total <= 1):
+            persons = estimator(frame.image_bgr, color_order="BGR")
+            annotated = draw_persons(
+                frame.image_bgr,
+                persons,
+                keypoint_threshold=args.keypoint_threshold,
+                color_order="BGR",
+            )
+            if is_video:
+                if writer is None:
+                    height, width = annotated.shape[:2]
+                    video_path = output / f"{source.stem}_pose.mp4"
+                    writer = cv2.VideoWriter(
+                        str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+                    )
+                writer.write(annotated)
+            else:
+                cv2.imwrite(str(output / f"{Path(frame.name).stem}_pose.jpg"), annotated)
+            results.extend(coco_results(persons, frame.image_id))
+            persons_total += len(persons)
+            processed += 1
+    finally:
+        # Whatever happens, what was computed so far is written.
+        if writer is not None:
+            writer.release()
+        results_path.write_text(json.dumps(results))
+    print(
+        f"pose-ros-infer: {processed} frame(s), {persons_total} person(s); "
+        f"results: {results_path}; annotated output in {output}/"
+    )
+    if estimator.uses_random_weights:
+        print("pose-ros-infer: WARNING: random weights were used, the keypoints are meaningless")
+    return 0 if processed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pose-ros-infer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", help="an image, a folder of images or a video file")
+    parser.add_argument("-o", "--output", default="pose_output", help="output folder (created)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="pose checkpoint path or published-weights name; "
+        f"'{RANDOM_WEIGHTS_PREFIX}<arch>' for untrained weights (with --allow-random-weights)",
+    )
+    parser.add_argument(
+        "--allow-random-weights", action="store_true", help="accept a random:<arch> model"
+    )
+    parser.add_argument(
+        "--detector", default="fasterrcnn_mobilenet_v3_large_fpn", help="detector backend"
+    )
+    parser.add_argument(
+        "--detector-weights",
+        default="DEFAULT",
+        help="torchvision weights name, a file, or 'none' (random: tests only)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--fp16", action=argparse.BooleanOptionalAction, default=None, help="half precision (CUDA)"
+    )
+    parser.add_argument("--flip-test", action="store_true", help="average with the mirrored crops")
+    parser.add_argument("--decode", choices=("quarter", "dark"), default="quarter")
+    parser.add_argument(
+        "--score-threshold", type=float, default=0.5, help="detector score threshold"
+    )
+    parser.add_argument("--max-persons", type=int, default=20)
+    parser.add_argument("--keypoint-threshold", type=float, default=0.3, help="drawing threshold")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="pose-ros-infer: %(message)s")
+    args = build_parser().parse_args(argv)
+    # Errors the user can act on (a missing file, bad weights, a bad value) are one clear line,
+    # not a traceback.
+    from pose_ros.detection import DetectorError
+    from pose_ros.models import CheckpointError
+
+    try:
+        return run(args)
+    except (InputError, CheckpointError, DetectorError, ValueError) as error:
+        print(f"pose-ros-infer: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pose-ros-infer: interrupted; results so far were written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Shared test set-up.
+
+Every ROS process a test starts keeps DDS discovery on loopback and on a domain of this test run's
+own (normally set by scripts/ros-env, which `make test` goes through; set here too, so a bare
+`pytest` cannot leak discovery traffic off the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "mmpose"
+COCO_DIR = SHARED_DATA / "tests" / "data" / "coco"
+POSETRACK_DIR = SHARED_DATA / "tests" / "data" / "posetrack18" / "videos" / "000001_mpiinew_test"
+STREET_VIDEO = SHARED_DATA / "demo" / "resources" / "demo.mp4"
+INSTALL_PREFIX = REPO_ROOT / "install" / "pose_ros"
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+
+
+@pytest.fixture(scope="session")
+def coco_dir() -> Path:
+    """The 4 COCO val2017 images with keypoint annotations (see ../shared/data/SOURCES.md)."""
+    if not (COCO_DIR / "test_coco.json").is_file():
+        pytest.fail(
+            f"test data missing: {COCO_DIR} (the shared data folder must sit beside the repo)"
+        )
+    return COCO_DIR
+
+
+@pytest.fixture(scope="session")
+def coco_annotations(coco_dir: Path) -> Path:
+    return coco_dir / "test_coco.json"
+
+
+@pytest.fixture(scope="session")
+def coco_detections(coco_dir: Path) -> Path:
+    return coco_dir / "test_coco_det_AP_H_56.json"
+
+
+@pytest.fixture(scope="session")
+def posetrack_dir() -> Path:
+    if not POSETRACK_DIR.is_dir():
+        pytest.fail(f"test data missing: {POSETRACK_DIR}")
+    return POSETRACK_DIR
+
+
+@pytest.fixture(scope="session")
+def install_prefix() -> Path:
+    """The colcon install of this package (`make build`); ROS tests run what is installed there."""
+    if not (INSTALL_PREFIX / "share" / "pose_ros" / "package.xml").is_file():
+        pytest.fail(f"{INSTALL_PREFIX} is missing: run `make build` (or `make test`) first")
+    return INSTALL_PREFIX
