@@ -93,22 +93,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def normalize_crops(crops: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """Network input from pixel crops, exactly as every pose_ros model was trained.
-
-    Args:
-        crops: (N, 3, H, W) float, 0..255, channels already in ``preprocessing.color_order``.
-        preprocessing: the weights' mean/std per input channel (applied to pixel / 255).
-
-    Returns:
-        (N, 3, H, W) tensor of the same dtype and device.
-    """
-    mean = torch.tensor(preprocessing.mean, dtype=torch.float32, device=crops.device) * 255.0
-    std = torch.tensor(preprocessing.std, dtype=torch.float32, device=crops.device) * 255.0
-    normalized = (crops.float() - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-    return normalized.to(crops.dtype)
-
-
 def rescore(
     box_scores: np.ndarray, keypoint_scores: np.ndarray, threshold: float = 0.2
 ) -> np.ndarray:
@@ -328,9 +312,9 @@ class PoseEstimator:
         pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
         pixels = pixels.permute(2, 0, 1).float()  # (3, H, W)
         crops = geometry.crop_batch(pixels, centers, scales, input_size)  # (N, 3, h, w) 0..255
-        if color_order != self.model.preprocessing.color_order:
-            crops = crops.flip(1)  # RGB <-> BGR on the small crops, not the whole frame
-        batch = normalize_crops(crops, self.model.preprocessing).to(self._dtype)
+        # Channel order and normalisation of the weights, on the small crops (not the frame).
+        batch = self.model.preprocessing.normalize(crops, input_color_order=color_order)
+        batch = batch.to(self._dtype)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
         count = batch.shape[0]

@@ -12,7 +12,7 @@ import torch
 
 from pose_ros import codec, geometry
 from pose_ros.models import Preprocessing, build_pose_model
-from pose_ros.pipeline import PoseEstimator, normalize_crops, rescore
+from pose_ros.pipeline import PoseEstimator, rescore
 
 INPUT_SIZE = (128, 96)
 
@@ -168,15 +168,6 @@ def test_flip_test_runs_mirrored_crops_in_the_same_batch(coco_dir: Path, random_
         hook.remove()
     assert calls == [2, 4]
     assert len(plain) == len(flipped) == 2
-
-
-def test_normalize_crops_uses_the_weights_mean_and_std() -> None:
-    prep = Preprocessing(
-        color_order="BGR", mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0), input_size=(8, 6)
-    )
-    crops = torch.full((2, 3, 8, 6), 255.0)
-    out = normalize_crops(crops, prep)
-    np.testing.assert_allclose(out[0, :, 0, 0].numpy(), [1.0, 3.0, 1.0])
 
 
 def test_bad_calls_give_clear_errors(random_model) -> None:

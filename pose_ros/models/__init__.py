@@ -1,0 +1,58 @@
+"""Pose networks (SimpleBaseline, multi-context attention) and their checkpoints.
+
+Build by name with :func:`build_pose_model`, load weights with :func:`load_pose_model` (our
+checkpoints, published microsoft / mmpose files, or a registry name), save with
+:func:`save_checkpoint`. Every model takes (N, 3, H, W) normalised crops (see
+``model.preprocessing``) and returns (N, K, H/4, W/4) heatmaps.
+"""
+
+from pose_ros.models.attention import (
+    CRFAttention,
+    HolisticAttention,
+    PartAttention,
+    SoftmaxAttention,
+    crf_mean_field,
+    spatial_softmax_map,
+)
+from pose_ros.models.builder import MODEL_NAMES, build_pose_model, parse_model_name
+from pose_ros.models.checkpoints import load_pose_model, save_checkpoint
+from pose_ros.models.errors import CheckpointError
+from pose_ros.models.posenet import (
+    AttentionPoseNet,
+    PoseNet,
+    SimpleBaseline,
+    init_from_simplebaseline,
+)
+from pose_ros.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from pose_ros.models.registry import (
+    PUBLISHED_CHECKPOINTS,
+    PublishedCheckpoint,
+    checkpoint_cache_dir,
+    fetch_published_checkpoint,
+)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MODEL_NAMES",
+    "PUBLISHED_CHECKPOINTS",
+    "AttentionPoseNet",
+    "CRFAttention",
+    "CheckpointError",
+    "HolisticAttention",
+    "PartAttention",
+    "PoseNet",
+    "Preprocessing",
+    "PublishedCheckpoint",
+    "SimpleBaseline",
+    "SoftmaxAttention",
+    "build_pose_model",
+    "checkpoint_cache_dir",
+    "crf_mean_field",
+    "fetch_published_checkpoint",
+    "init_from_simplebaseline",
+    "load_pose_model",
+    "parse_model_name",
+    "save_checkpoint",
+    "spatial_softmax_map",
+]
