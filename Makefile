@@ -6,8 +6,11 @@
 SHELL := /bin/bash
 ROS_ENV := scripts/ros-env
 PY := $(ROS_ENV) python
-# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k codec -x"`.
+# Extra arguments, e.g. `make test PYTEST_ARGS="-k codec -x"`, `make demo DEMO_ARGS="--model best.pth"`,
+# `make bench BENCH_ARGS=--quick`.
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup build test demo bench lint clean distclean
 
@@ -22,10 +25,10 @@ test: build
 	$(PY) -m pytest test $(PYTEST_ARGS)
 
 demo: build
-	$(PY) -m pose_ros.demo --output demo_output
+	$(PY) -m pose_ros.demo --output demo_output $(DEMO_ARGS)
 
 bench: build
-	$(PY) -m bench.run_all
+	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

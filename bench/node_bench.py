@@ -1,0 +1,303 @@
+"""Node benchmark: image-to-/poses latency and throughput of 640x480 frames through the real
+``pose_node`` (installed executable, its own process, DDS on loopback), the pipeline alone in this
+process for comparison, and what the node adds per frame (conversion, messages, markers, the
+annotated image). Medians; CPU contention from other processes shows up directly in the figures.
+
+    python -m bench.node_bench                  # through scripts/ros-env (make bench)
+    python -m bench.node_bench --quick          # ResNet-18, fewer frames
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from sensor_msgs.msg import CompressedImage, Image
+from visualization_msgs.msg import MarkerArray
+
+from pose_ros.demo_scene import demo_frames
+from pose_ros.drawing import draw_persons
+from pose_ros.msg import PersonPoseArray
+from pose_ros.pipeline import Person, PoseEstimator
+from pose_ros.ros.conversions import (
+    array_to_image_msg,
+    compressed_msg_to_array,
+    image_msg_to_array,
+)
+from pose_ros.ros.harness import Peer, make_header, reliable, running_pose_node, with_stamp
+from pose_ros.ros.markers import build_marker_array
+from pose_ros.ros.messages import persons_to_msg
+from pose_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS, MarkerStyle
+
+NAMESPACE = "/pose_bench"
+FRAME_ID = "bench_camera_optical_frame"
+WIDTH, HEIGHT = 640, 480
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def fake_persons(count: int) -> list[Person]:
+    rng = np.random.default_rng(count)
+    persons = []
+    for _ in range(count):
+        keypoints = np.column_stack(
+            [rng.uniform(0, WIDTH, 17), rng.uniform(0, HEIGHT, 17), rng.uniform(0.3, 1, 17)]
+        ).astype(np.float32)
+        box = np.array([10, 20, 100, 300], np.float32)
+        persons.append(Person(box=box, box_score=0.9, score=0.8, keypoints=keypoints))
+    return persons
+
+
+def node_parts(frame: np.ndarray, repeats: int) -> list[tuple[str, float]]:
+    """Per-frame work of the node besides the pipeline, in this process."""
+    header = make_header(1, FRAME_ID)
+    rows = []
+    limit = DEFAULT_MAX_IMAGE_PIXELS
+    for label, msg in (
+        ("conversion rgb8 (zero-copy view)", array_to_image_msg(frame, "rgb8", header=header)),
+        (
+            "conversion bgr8, padded rows (view)",
+            array_to_image_msg(frame[..., ::-1], "bgr8", header=header, step=WIDTH * 3 + 64),
+        ),
+        (
+            "conversion mono8 -> RGB",
+            array_to_image_msg(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), "mono8", header=header),
+        ),
+        (
+            "conversion yuv422 (UYVY) -> RGB",
+            array_to_image_msg(
+                cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_UYVY)
+                if hasattr(cv2, "COLOR_RGB2YUV_UYVY")
+                else np.zeros((HEIGHT, WIDTH, 2), np.uint8),
+                "yuv422",
+                header=header,
+            ),
+        ),
+    ):
+        rows.append(
+            (label, median_ms(lambda msg=msg: image_msg_to_array(msg, max_pixels=limit), repeats))
+        )
+    _, jpeg = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    compressed = CompressedImage(header=header, format="jpeg")
+    compressed.data = jpeg.tobytes()
+    rows.append(
+        (
+            "conversion JPEG decode (compressed input)",
+            median_ms(lambda: compressed_msg_to_array(compressed, max_pixels=limit), repeats),
+        )
+    )
+    for count in (1, 10):
+        persons = fake_persons(count)
+        rows.append(
+            (
+                f"PersonPoseArray, {count} person(s)",
+                median_ms(lambda p=persons: persons_to_msg(p, header, WIDTH, HEIGHT), repeats),
+            )
+        )
+        rows.append(
+            (
+                f"MarkerArray, {count} person(s)",
+                median_ms(
+                    lambda p=persons: build_marker_array(p, header, WIDTH, HEIGHT, MarkerStyle()),
+                    repeats,
+                ),
+            )
+        )
+    persons = fake_persons(1)
+    rows.append(
+        (
+            "annotated image (draw + Image message), 1 person",
+            median_ms(
+                lambda: array_to_image_msg(draw_persons(frame, persons), "rgb8", header=header),
+                repeats,
+            ),
+        )
+    )
+    return rows
+
+
+def sequential_latency(
+    peer: Peer,
+    publisher: Any,
+    poses: list,
+    frame: np.ndarray,
+    count: int,
+    first_stamp: int,
+) -> list[float]:
+    """Image → /poses latency of ``count`` frames sent one at a time (no queueing)."""
+    latencies = []
+    for index in range(count):
+        stamp = first_stamp + index
+        msg = array_to_image_msg(frame, "rgb8", header=make_header(stamp, FRAME_ID))
+        start = time.perf_counter()
+        publisher.publish(msg)
+        if peer.spin_until(lambda stamp=stamp: bool(with_stamp(poses, stamp)), timeout=30):
+            latencies.append((time.perf_counter() - start) * 1e3)
+    return latencies
+
+
+def throughput(
+    peer: Peer,
+    publisher: Any,
+    poses: list,
+    frame: np.ndarray,
+    rate: float,
+    seconds: float,
+    first_stamp: int,
+) -> tuple[int, int, float]:
+    """(frames sent, frames answered, answers per second) while publishing at ``rate`` Hz."""
+    count = int(rate * seconds)
+    messages = [
+        array_to_image_msg(frame, "rgb8", header=make_header(first_stamp + i, FRAME_ID))
+        for i in range(count)
+    ]
+    start = time.monotonic()
+    for index, msg in enumerate(messages):
+        publisher.publish(msg)
+        peer.spin_for(max(0.0, start + (index + 1) / rate - time.monotonic()))
+    last = first_stamp + count - 1
+    peer.spin_until(lambda: bool(with_stamp(poses, last)), timeout=10)
+    elapsed = time.monotonic() - start
+    answered = len({p.header.stamp.sec for p in poses if first_stamp <= p.header.stamp.sec <= last})
+    return count, answered, answered / elapsed
+
+
+def measure_node(
+    args: argparse.Namespace, frame: np.ndarray, pipeline_ms: float, random_weights: bool
+) -> list[tuple[str, str]]:
+    """Latency, overhead and throughput rows of the real node."""
+    parameters = {
+        "model": args.model,
+        "allow_random_weights": random_weights,
+        "detector.backend": "full_image",
+        "device": args.device,
+        # every frame must arrive: 640x480 rgb8 exceeds Fast DDS's shared-memory segment
+        "qos.reliability": "reliable",
+    }
+    rows: list[tuple[str, str]] = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_pose_node(Path(tmp) / "pose_node.log", NAMESPACE, parameters) as node,
+    ):
+        peer = Peer("pose_bench")
+        try:
+            publisher = peer.node.create_publisher(Image, f"{NAMESPACE}/image", reliable(5))
+            poses, _ = peer.collect(PersonPoseArray, f"{NAMESPACE}/poses", reliable(100))
+            warm = array_to_image_msg(frame, "rgb8", header=make_header(1, FRAME_ID))
+            if not peer.publish_until(
+                lambda: publisher.publish(warm), lambda: bool(poses), timeout=60
+            ):
+                raise RuntimeError(f"no answer from pose_node:\n{node.log()[-3000:]}")
+            peer.spin_for(0.5)
+            plain = sequential_latency(peer, publisher, poses, frame, args.frames, 1000)
+            rows.append(
+                (
+                    "node: image -> /poses (only /poses subscribed)",
+                    f"p50 {percentile(plain, 50):.1f} ms, p90 {percentile(plain, 90):.1f} ms",
+                )
+            )
+            peer.collect(MarkerArray, f"{NAMESPACE}/poses/markers", reliable(5))
+            peer.collect(Image, f"{NAMESPACE}/poses/image", reliable(2))
+            peer.spin_for(1.0)  # discovery of the new subscriptions by the node
+            visual = sequential_latency(peer, publisher, poses, frame, args.frames, 2000)
+            rows.append(
+                (
+                    "node: image -> /poses (+ markers and annotated image subscribed)",
+                    f"p50 {percentile(visual, 50):.1f} ms, p90 {percentile(visual, 90):.1f} ms",
+                )
+            )
+            rows.append(
+                (
+                    "node overhead beyond the pipeline (p50, incl. DDS both ways)",
+                    f"{percentile(plain, 50) - pipeline_ms:.1f} ms "
+                    f"(+ visual outputs: {percentile(visual, 50) - pipeline_ms:.1f} ms)",
+                )
+            )
+            sent, answered, per_second = throughput(
+                peer, publisher, poses, frame, args.rate, args.seconds, 10_000
+            )
+            rows.append(
+                (
+                    f"node throughput, {args.rate:g} Hz input for {args.seconds:g} s",
+                    f"{per_second:.1f} frames/s answered ({answered}/{sent}; the rest dropped "
+                    "for newer frames)",
+                )
+            )
+            rows.append(("node memory (RSS)", f"{node.rss_mb():.0f} MB"))
+        finally:
+            peer.close()
+
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        default="random:simplebaseline_res50",
+        help="network (default: ResNet-50 SimpleBaseline, random weights: timings do not depend "
+        "on them); a checkpoint path or registry name also works",
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--frames", type=int, default=30, help="frames for the latency runs")
+    parser.add_argument("--rate", type=float, default=30.0, help="input rate of the throughput run")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of the throughput run")
+    parser.add_argument("--quick", action="store_true", help="ResNet-18, 10 frames, 4 s")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.model = (
+            "random:simplebaseline_res18" if args.model.startswith("random:") else args.model
+        )
+        args.frames, args.seconds = 10, 4.0
+    random_weights = args.model.startswith("random:")
+    frame = next(demo_frames(1, width=WIDTH, height=HEIGHT))[0]
+
+    estimator = PoseEstimator.from_names(
+        args.model, detector="full_image", device=args.device, allow_random_weights=random_weights
+    )
+    print(
+        f"## pose_ros node benchmark — torch {torch.__version__}, device {estimator.device} "
+        f"({torch.get_num_threads()} CPU threads), {WIDTH}x{HEIGHT} rgb8 frames, "
+        f"model {args.model} ({estimator.describe().split(' on ')[0]}), detector full_image "
+        "(1 person)\n",
+        flush=True,
+    )
+    rows: list[tuple[str, str]] = []
+    for label, ms in node_parts(frame, repeats=50):
+        rows.append((f"node part: {label}", f"{ms:.3f} ms" if ms < 1 else f"{ms:.2f} ms"))
+    pipeline_ms = median_ms(lambda: estimator(frame), repeats=max(args.frames // 2, 5))
+    rows.append(("pipeline alone, in this process", f"{pipeline_ms:.1f} ms"))
+    estimator = None  # free it: the node loads its own
+
+    rows += measure_node(args, frame, pipeline_ms, random_weights)
+
+    print("| what | median |")
+    print("|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

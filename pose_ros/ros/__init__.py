@@ -1,0 +1,11 @@
+"""The ROS 2 side of pose_ros: the ``pose_node`` node and the pieces it is made of.
+
+* :mod:`pose_ros.ros.params`: every parameter of the node, declared once (defaults, ranges,
+  descriptions, which ones may change at runtime).
+* :mod:`pose_ros.ros.conversions`: sensor_msgs Image / CompressedImage ⇄ numpy, without cv_bridge.
+* :mod:`pose_ros.ros.messages`: pipeline results → ``pose_ros/PersonPoseArray``.
+* :mod:`pose_ros.ros.markers`: pipeline results → ``visualization_msgs/MarkerArray`` for RViz.
+* :mod:`pose_ros.ros.node`: the node itself (subscriptions, the inference worker, publishing).
+
+Everything here imports rclpy or ROS messages; the library outside this package does not.
+"""

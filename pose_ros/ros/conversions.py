@@ -1,0 +1,351 @@
+"""sensor_msgs Image / CompressedImage ⇄ numpy, for the node (no cv_bridge).
+
+Why not cv_bridge: ROS 2's cv_bridge exists only in a ROS install (not as a wheel), PyPI's
+``cv-bridge`` is ROS 1's and cannot create messages on numpy 2, and both copy every frame. These
+functions need only numpy and OpenCV, behave the same on Humble, Jazzy and the PyPI wheels, and
+return a *view* on the message buffer wherever the layout allows (rgb8, bgr8, rgba8, bgra8, mono8
+before the grey → colour step), padded rows (``step``) included.
+
+Encodings follow sensor_msgs/image_encodings.hpp. Two of its names are easy to get wrong:
+``yuv422`` is **UYVY** (U Y0 V Y1), ``yuv422_yuy2`` is **YUYV** (Y0 U Y1 V); ``uyvy`` and
+``yuyv`` are the newer, unambiguous names of the same layouts. Bayer names give the colour of the
+top-left 2×2 block (``bayer_rggb8``: R G / G B); OpenCV names the pattern one row lower, hence the
+table below (the same mapping as cv_bridge). 16-bit images are reduced to 8 bits by dropping the
+low byte (as cv_bridge's ``rgb8`` conversion does); ``is_bigendian`` is honoured.
+
+Every problem with a frame raises :class:`ImageConversionError` with a ``kind`` (for rate-limited
+logging per kind) and a message that names the problem; sizes are checked against the header
+*before* anything is allocated, so a corrupt header cannot make the node allocate gigabytes.
+"""
+
+from __future__ import annotations
+
+import array
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+
+class ImageConversionError(ValueError):
+    """A frame that cannot be turned into an image. ``kind`` names the class of problem."""
+
+    #: The kinds, for logging and counting: one rate limit per kind.
+    KINDS: Final[tuple[str, ...]] = (
+        "empty",
+        "encoding",
+        "too_large",
+        "step",
+        "data_size",
+        "format",
+        "decode",
+    )
+
+    def __init__(self, kind: str, message: str) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown ImageConversionError kind {kind!r}")
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class ConvertedImage:
+    """A frame ready for the pipeline.
+
+    Attributes:
+        pixels: (H, W, 3) uint8. May be a non-contiguous view on the message's buffer (it keeps
+            the buffer alive); the pipeline makes it contiguous where it needs to.
+        color_order: "RGB" or "BGR": the channel order of ``pixels`` (no swap was made for it).
+        zero_copy: True when ``pixels`` is a view on the message data (nothing was copied).
+    """
+
+    pixels: np.ndarray
+    color_order: str
+    zero_copy: bool
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+@dataclass(frozen=True)
+class _Layout:
+    channels: int  # channels stored per pixel (2 for packed YUV 4:2:2: one luma + one chroma)
+    bytes_per_channel: int
+    kind: str  # "color", "mono", "yuv", "bayer"
+    color_order: str = "RGB"  # for "color": the order of the first three channels
+    cv_code: int | None = None  # for "yuv" and "bayer": the OpenCV conversion to RGB
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        return self.channels * self.bytes_per_channel
+
+
+_UYVY = _Layout(2, 1, "yuv", cv_code=cv2.COLOR_YUV2RGB_UYVY)
+_YUYV = _Layout(2, 1, "yuv", cv_code=cv2.COLOR_YUV2RGB_YUY2)
+
+#: Supported encodings and their memory layout.
+_LAYOUTS: Final[dict[str, _Layout]] = {
+    "rgb8": _Layout(3, 1, "color", "RGB"),
+    "bgr8": _Layout(3, 1, "color", "BGR"),
+    "rgba8": _Layout(4, 1, "color", "RGB"),
+    "bgra8": _Layout(4, 1, "color", "BGR"),
+    "rgb16": _Layout(3, 2, "color", "RGB"),
+    "bgr16": _Layout(3, 2, "color", "BGR"),
+    "rgba16": _Layout(4, 2, "color", "RGB"),
+    "bgra16": _Layout(4, 2, "color", "BGR"),
+    # OpenCV's convention for an untyped 3-channel 8-bit image is BGR (cv_bridge agrees).
+    "8UC3": _Layout(3, 1, "color", "BGR"),
+    "mono8": _Layout(1, 1, "mono"),
+    "8UC1": _Layout(1, 1, "mono"),
+    "mono16": _Layout(1, 2, "mono"),
+    "16UC1": _Layout(1, 2, "mono"),
+    "yuv422": _UYVY,
+    "uyvy": _UYVY,
+    "yuv422_yuy2": _YUYV,
+    "yuyv": _YUYV,
+    "bayer_rggb8": _Layout(1, 1, "bayer", cv_code=cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": _Layout(1, 1, "bayer", cv_code=cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": _Layout(1, 1, "bayer", cv_code=cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": _Layout(1, 1, "bayer", cv_code=cv2.COLOR_BayerGB2RGB),
+}
+
+#: Encodings :func:`image_msg_to_array` accepts.
+SUPPORTED_ENCODINGS: Final[tuple[str, ...]] = tuple(_LAYOUTS)
+
+
+def image_msg_to_array(msg: Image, *, max_pixels: int) -> ConvertedImage:
+    """The pixels of a sensor_msgs/Image as an (H, W, 3) uint8 array, without copying if possible.
+
+    Args:
+        msg: the image; ``step`` (bytes per row, rows may be padded) and ``is_bigendian`` are
+            honoured.
+        max_pixels: frames with more than this many pixels are refused.
+
+    Raises:
+        ImageConversionError: empty image, unknown encoding, too large, step too small, data
+            shorter than height × step.
+    """
+    height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), msg.encoding
+    if height == 0 or width == 0:
+        raise ImageConversionError(
+            "empty", f"empty image ({width}x{height}, encoding {encoding!r})"
+        )
+    layout = _LAYOUTS.get(encoding)
+    if layout is None:
+        raise ImageConversionError(
+            "encoding",
+            f"unsupported encoding {encoding!r} ({width}x{height}); supported: "
+            + ", ".join(SUPPORTED_ENCODINGS),
+        )
+    _check_pixel_count(width, height, max_pixels)
+    if layout.kind == "yuv" and width % 2:
+        raise ImageConversionError(
+            "step", f"{encoding} needs an even width (2 pixels share chroma), got {width}"
+        )
+    row_bytes = width * layout.bytes_per_pixel
+    if step < row_bytes:
+        raise ImageConversionError(
+            "step",
+            f"step {step} is smaller than a row of {width} {encoding} pixels "
+            f"({width} x {layout.bytes_per_pixel} = {row_bytes} bytes)",
+        )
+    data = msg.data
+    if len(data) < height * step:
+        raise ImageConversionError(
+            "data_size",
+            f"data has {len(data)} bytes, fewer than height x step = {height} x {step} = "
+            f"{height * step} ({encoding}, {width}x{height})",
+        )
+
+    dtype = np.dtype(np.uint8)
+    if layout.bytes_per_channel == 2:
+        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
+    # A view on the message buffer: rows `step` bytes apart, pixels packed within a row.
+    if layout.channels == 1:
+        shape: tuple[int, ...] = (height, width)
+        strides: tuple[int, ...] = (step, layout.bytes_per_channel)
+    else:
+        shape = (height, width, layout.channels)
+        strides = (step, layout.bytes_per_pixel, layout.bytes_per_channel)
+    view = np.ndarray(shape, dtype=dtype, buffer=_buffer(data), strides=strides)
+
+    zero_copy = layout.bytes_per_channel == 1
+    if not zero_copy:
+        # Keep the high byte (cv_bridge's 16 → 8 bit scaling); makes a new uint8 array.
+        view = (view >> 8).astype(np.uint8)
+    if layout.kind == "color":
+        # Dropping alpha is a view too; channel order is passed on instead of swapped.
+        return ConvertedImage(view[:, :, :3], layout.color_order, zero_copy)
+    if layout.kind == "mono":
+        return ConvertedImage(cv2.cvtColor(view, cv2.COLOR_GRAY2RGB), "RGB", False)
+    # YUV 4:2:2 (viewed as H x W x 2) and Bayer mosaics: OpenCV converts straight to RGB.
+    return ConvertedImage(cv2.cvtColor(view, layout.cv_code), "RGB", False)
+
+
+def compressed_msg_to_array(msg: CompressedImage, *, max_pixels: int) -> ConvertedImage:
+    """Decode a sensor_msgs/CompressedImage (JPEG or PNG, as image_transport's ``compressed``
+    plugin publishes) to an (H, W, 3) uint8 BGR array.
+
+    The image size is read from the JPEG/PNG header and checked against ``max_pixels`` before
+    decoding, so a tiny file claiming a gigapixel image is refused without allocating it.
+
+    Raises:
+        ImageConversionError: empty data, a depth image (``compressedDepth``), an unreadable
+            header, too large, or data that does not decode.
+    """
+    data = msg.data
+    fmt = msg.format
+    if "compresseddepth" in fmt.replace(" ", "").lower():
+        raise ImageConversionError(
+            "format",
+            f"format {fmt!r} is a compressed depth image, not a camera image (subscribe the "
+            "node to the colour stream)",
+        )
+    if len(data) == 0:
+        raise ImageConversionError("empty", f"empty compressed image (format {fmt!r})")
+    size = compressed_image_size(_buffer(data))
+    if size is None:
+        raise ImageConversionError(
+            "decode",
+            f"not a readable JPEG or PNG ({len(data)} bytes, format {fmt!r}): corrupt or "
+            "unsupported data",
+        )
+    width, height = size
+    if width == 0 or height == 0:
+        raise ImageConversionError("empty", f"compressed image header says {width}x{height}")
+    _check_pixel_count(width, height, max_pixels)
+    # IGNORE_ORIENTATION: keypoints refer to the stored pixels, as image_transport decodes them.
+    encoded = np.frombuffer(_buffer(data), dtype=np.uint8)
+    pixels = cv2.imdecode(encoded, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if pixels is None or pixels.size == 0:
+        raise ImageConversionError(
+            "decode",
+            f"corrupt {fmt or 'compressed'} image: OpenCV could not decode {len(data)} bytes",
+        )
+    return ConvertedImage(pixels, "BGR", False)
+
+
+def compressed_image_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) from a JPEG or PNG header, or None when the data is neither (or is cut
+    before the size)."""
+    view = memoryview(data).cast("B")
+    if (
+        len(view) >= 24
+        and bytes(view[:8]) == b"\x89PNG\r\n\x1a\n"
+        and bytes(view[12:16]) == b"IHDR"
+    ):
+        width, height = struct.unpack(">II", view[16:24])
+        return int(width), int(height)
+    if len(view) >= 4 and view[0] == 0xFF and view[1] == 0xD8:
+        return _jpeg_size(view)
+    return None
+
+
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8, CC are not SOFs.
+_JPEG_SOF = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+# Markers without a length field.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def _jpeg_size(view: memoryview) -> tuple[int, int] | None:
+    pos = 2
+    end = len(view)
+    while pos + 4 <= end:
+        if view[pos] != 0xFF:
+            return None  # segments must follow each other: this is not a JPEG we can read
+        marker = view[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        length = (view[pos + 2] << 8) | view[pos + 3]
+        if length < 2:
+            return None
+        if marker in _JPEG_SOF:
+            if pos + 9 > end:
+                return None
+            height = (view[pos + 5] << 8) | view[pos + 6]
+            width = (view[pos + 7] << 8) | view[pos + 8]
+            return width, height
+        pos += 2 + length
+    return None
+
+
+def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageConversionError(
+            "too_large",
+            f"image of {width}x{height} = {width * height} pixels exceeds max_image_pixels "
+            f"({max_pixels}); refused before allocating",
+        )
+
+
+def _buffer(data: array.array | bytes | memoryview | list) -> memoryview:
+    """A byte view of a message's data field without copying (rclpy gives array.array('B') for
+    uint8[]; hand-built messages may hold bytes or a list)."""
+    if isinstance(data, list):
+        data = bytes(data)  # only hand-built messages hold lists; copy is unavoidable then
+    return memoryview(data).cast("B")
+
+
+def array_to_image_msg(
+    pixels: np.ndarray, encoding: str, *, header: Header | None = None, step: int | None = None
+) -> Image:
+    """A sensor_msgs/Image holding ``pixels`` (the node's annotated image; tests and the demo use
+    it to publish frames).
+
+    Args:
+        pixels: (H, W) or (H, W, C) array laid out as ``encoding`` stores it: uint8 for 8-bit
+            encodings, uint16 for 16-bit ones, (H, W, 2) uint8 for packed YUV 4:2:2.
+        encoding: a name of :data:`SUPPORTED_ENCODINGS`.
+        header: copied into the message (stamp and frame_id); an empty header when None.
+        step: bytes per row; larger than a packed row to add padding (filled with zeros).
+    """
+    layout = _LAYOUTS.get(encoding)
+    if layout is None:
+        raise ValueError(f"unsupported encoding {encoding!r}")
+    expected_dtype = np.uint16 if layout.bytes_per_channel == 2 else np.uint8
+    if pixels.dtype != expected_dtype:
+        raise ValueError(f"{encoding} needs {np.dtype(expected_dtype)} pixels, got {pixels.dtype}")
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if channels != layout.channels:
+        raise ValueError(f"{encoding} needs {layout.channels} channels, got {channels}")
+    row_bytes = width * layout.bytes_per_pixel
+    step = row_bytes if step is None else int(step)
+    if step < row_bytes:
+        raise ValueError(f"step {step} is smaller than a row ({row_bytes} bytes)")
+    # Little-endian payload (is_bigendian = 0), as every x86/ARM driver publishes.
+    rows = np.ascontiguousarray(pixels, dtype=np.dtype(expected_dtype).newbyteorder("<"))
+    rows = rows.reshape(height, row_bytes // layout.bytes_per_channel).view(np.uint8)
+    if step > row_bytes:
+        padded = np.zeros((height, step), np.uint8)
+        padded[:, :row_bytes] = rows
+        rows = padded
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step = (
+        height,
+        width,
+        encoding,
+        0,
+        step,
+    )
+    msg.data = array.array("B", rows.tobytes())
+    return msg

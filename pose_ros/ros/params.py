@@ -1,0 +1,370 @@
+"""Every parameter of ``pose_node``, declared once: name, default, description, range, whether it
+may change at runtime, and the check that refuses bad values (at start-up and on `ros2 param set`).
+
+config/pose.yaml repeats the defaults for users to edit; a test keeps the two in agreement.
+
+Which parameters are read-only, and why: the model, detector, device and precision decide what is
+loaded onto which device (changing them means building the pipeline again: restart the node); the
+input type, QoS and camera_info switch decide the subscriptions. Thresholds, person count, marker
+and debug-image settings only change how results are filtered and shown, so they apply from the
+next frame.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+ParamValue = bool | int | float | str
+
+#: The model a fresh install is configured for (published weights of pose_ros.models' registry).
+DEFAULT_MODEL = "mmpose_res50_coco_256x192"
+#: 8K UHD. Larger frames are refused before any allocation (a corrupt header can claim anything).
+DEFAULT_MAX_IMAGE_PIXELS = 7680 * 4320
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: what ``declare_parameter`` needs plus the node's own checks."""
+
+    name: str
+    default: ParamValue
+    description: str
+    read_only: bool = False
+    float_range: tuple[float, float] | None = None
+    int_range: tuple[int, int] | None = None
+    choices: tuple[str, ...] | None = None
+    #: Accept values of more than one type (fp16: "auto" or a bool).
+    dynamic_typing: bool = False
+    #: Extra check: returns what is wrong with the value, or None.
+    check_value: Callable[[Any], str | None] | None = None
+
+    def descriptor(self, *, constraints: bool = True) -> ParameterDescriptor:
+        """The ParameterDescriptor shown by ``ros2 param describe``; rclpy enforces its ranges and
+        read_only flag, and fills in the type from the default (unless dynamic_typing).
+
+        ``constraints=False`` leaves out ranges and read_only (the node declares with that, so that
+        bad start-up values are refused by its own check, with its own message, and attaches the
+        full descriptor right after).
+        """
+        choices = f"one of {', '.join(self.choices)}" if self.choices else ""
+        descriptor = ParameterDescriptor(
+            name=self.name,
+            description=self.description,
+            additional_constraints=choices,
+            read_only=self.read_only and constraints,
+            dynamic_typing=self.dynamic_typing,
+        )
+        if self.float_range is not None and constraints:
+            low, high = self.float_range
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)
+            ]
+        if self.int_range is not None and constraints:
+            low, high = self.int_range
+            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+        return descriptor
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` for this parameter (a sentence for the log), or None."""
+        if not self.dynamic_typing and not _same_type(value, self.default):
+            return (
+                f"{self.name} must be a {_type_name(self.default)}, got {value!r} "
+                f"({_type_name(value)})"
+            )
+        if self.float_range is not None:
+            low, high = self.float_range
+            if not (math.isfinite(value) and low <= value <= high):
+                return f"{self.name} must be in [{low:g}, {high:g}], got {value!r}"
+        if self.int_range is not None:
+            low, high = self.int_range
+            if not low <= value <= high:
+                return f"{self.name} must be in [{low}, {high}], got {value!r}"
+        if self.choices is not None and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}"
+        if self.check_value is not None:
+            return self.check_value(value)
+        return None
+
+
+def _same_type(value: Any, default: ParamValue) -> bool:
+    # bool is an int in Python; ROS keeps them apart, and so does this check.
+    return type(value) is type(default)
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "bool", int: "integer", float: "double", str: "string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _non_empty(name: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if str(value).strip() else f"{name} must not be empty"
+
+    return check
+
+
+def _check_device(value: Any) -> str | None:
+    if _DEVICE_PATTERN.match(value):
+        return None
+    return f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
+
+
+def _check_fp16(value: Any) -> str | None:
+    if value == "auto" or isinstance(value, bool):
+        return None
+    return f"fp16 must be true, false or 'auto' (half precision on CUDA only), got {value!r}"
+
+
+_UNIT = (0.0, 1.0)
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # --- what runs (read-only: changing any of these means building the pipeline again) ---
+    ParamSpec(
+        "model",
+        DEFAULT_MODEL,
+        "Pose network: a checkpoint path (.pt/.pth/.safetensors) or a published-weights name of "
+        "the pose_ros model registry. Missing weights stop the node with instructions.",
+        read_only=True,
+        check_value=_non_empty("model"),
+    ),
+    ParamSpec(
+        "allow_random_weights",
+        False,
+        "Testing only: allow model 'random:<arch>' (untrained weights). Keypoints are then "
+        "meaningless, and the node says so in every status line.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "detector.backend",
+        "fasterrcnn_mobilenet_v3_large_fpn",
+        "Person detector: a torchvision detector name, 'onnx_yolo', or 'full_image' (the whole "
+        "frame is one person: pre-cropped single-person cameras).",
+        read_only=True,
+        check_value=_non_empty("detector.backend"),
+    ),
+    ParamSpec(
+        "detector.weights",
+        "DEFAULT",
+        "Detector weights: 'DEFAULT' (the backend's published weights, from the local cache), a "
+        "file path, or '' for none (backends that need no weights).",
+        read_only=True,
+    ),
+    ParamSpec(
+        "device",
+        "auto",
+        "Where the networks run: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'.",
+        read_only=True,
+        check_value=_check_device,
+    ),
+    ParamSpec(
+        "fp16",
+        "auto",
+        "Half precision: 'auto' (on CUDA yes, on CPU no), true or false.",
+        read_only=True,
+        dynamic_typing=True,
+        check_value=_check_fp16,
+    ),
+    ParamSpec(
+        "flip_test",
+        False,
+        "Average the heatmaps of each crop and its mirror image: slightly more accurate, twice "
+        "the network time.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "decode",
+        "quarter",
+        "Heatmap decoding: 'quarter' (argmax + quarter-pixel shift) or 'dark' (sub-pixel Taylor "
+        "refinement).",
+        read_only=True,
+        choices=("quarter", "dark"),
+    ),
+    # --- input (read-only: they decide the subscriptions) ---
+    ParamSpec(
+        "input_type",
+        "raw",
+        "'raw': sensor_msgs/Image on 'image'; 'compressed': sensor_msgs/CompressedImage (JPEG or "
+        "PNG) on 'image/compressed'.",
+        read_only=True,
+        choices=("raw", "compressed"),
+    ),
+    ParamSpec(
+        "qos.reliability",
+        "best_effort",
+        "Reliability of the image subscription. 'best_effort' receives from every camera driver "
+        "(reliable and best-effort publishers alike); 'reliable' only from reliable publishers.",
+        read_only=True,
+        choices=("best_effort", "reliable"),
+    ),
+    ParamSpec(
+        "qos.depth",
+        1,
+        "Queue depth of the image subscription (keep last). Only the newest frame is processed "
+        "anyway; more depth only adds latency.",
+        read_only=True,
+        int_range=(1, 100),
+    ),
+    ParamSpec(
+        "use_camera_info",
+        True,
+        "Subscribe to 'camera_info' (beside the image) and place RViz markers through its K "
+        "matrix; without it markers use markers.pixel_scale.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "max_image_pixels",
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "Frames with more pixels are refused (before allocating), whatever their header claims.",
+        int_range=(1, 2**31 - 1),
+    ),
+    ParamSpec(
+        "no_input_warning_sec",
+        5.0,
+        "Warn once when no publisher or no frame has appeared on the input topic after this long.",
+        read_only=True,
+        float_range=(0.5, 3600.0),
+    ),
+    ParamSpec(
+        "log_period_sec",
+        1.0,
+        "Period of the status line (rate, latency, persons, dropped frames).",
+        read_only=True,
+        float_range=(1.0, 3600.0),
+    ),
+    # --- results (runtime-changeable: they apply from the next frame) ---
+    ParamSpec(
+        "detector.score_threshold",
+        0.5,
+        "Minimum detector score of a person box.",
+        float_range=_UNIT,
+    ),
+    ParamSpec(
+        "keypoint_score_threshold",
+        0.2,
+        "Keypoints above this score count towards the person score (all 17 are always published).",
+        float_range=_UNIT,
+    ),
+    ParamSpec(
+        "max_persons",
+        20,
+        "At most this many persons per frame (the highest scored).",
+        int_range=(1, 100),
+    ),
+    # --- visualisation (runtime-changeable) ---
+    ParamSpec(
+        "debug_image.enabled",
+        True,
+        "Publish the annotated image on 'poses/image' (drawn only while someone subscribes).",
+    ),
+    ParamSpec(
+        "debug_image.keypoint_threshold",
+        0.3,
+        "Keypoints and limbs below this score are not drawn on the annotated image.",
+        float_range=_UNIT,
+    ),
+    ParamSpec(
+        "markers.keypoint_threshold",
+        0.3,
+        "Keypoints and limbs below this score get no RViz marker.",
+        float_range=_UNIT,
+    ),
+    ParamSpec(
+        "markers.plane_distance",
+        2.0,
+        "Without depth, skeletons are drawn on a plane this far in front of the camera (metres, "
+        "along the optical axis).",
+        float_range=(0.01, 1000.0),
+    ),
+    ParamSpec(
+        "markers.pixel_scale",
+        0.002,
+        "Metres per pixel on that plane when no camera_info has arrived (0.002: a 640-pixel-wide "
+        "image spans 1.28 m).",
+        float_range=(1e-6, 1.0),
+    ),
+    ParamSpec(
+        "markers.line_width",
+        0.01,
+        "Width of skeleton lines (metres).",
+        float_range=(1e-4, 1.0),
+    ),
+    ParamSpec(
+        "markers.sphere_size",
+        0.03,
+        "Diameter of keypoint spheres (metres).",
+        float_range=(1e-4, 1.0),
+    ),
+)
+
+#: name → spec, in declaration order.
+SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+#: name → default value: the one place defaults live.
+DEFAULTS: dict[str, ParamValue] = {spec.name: spec.default for spec in PARAMETERS}
+#: Parameters that may change while the node runs.
+RUNTIME_PARAMETERS: frozenset[str] = frozenset(s.name for s in PARAMETERS if not s.read_only)
+
+
+def parameter_problem(name: str, value: Any) -> str | None:
+    """What is wrong with setting ``name`` to ``value``, or None (unknown names are not ours)."""
+    spec = SPECS.get(name)
+    return None if spec is None else spec.problem(value)
+
+
+@dataclass(frozen=True)
+class MarkerStyle:
+    """How results look in RViz (see the ``markers.*`` parameters)."""
+
+    keypoint_threshold: float = float(DEFAULTS["markers.keypoint_threshold"])
+    plane_distance: float = float(DEFAULTS["markers.plane_distance"])
+    pixel_scale: float = float(DEFAULTS["markers.pixel_scale"])
+    line_width: float = float(DEFAULTS["markers.line_width"])
+    sphere_size: float = float(DEFAULTS["markers.sphere_size"])
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """The runtime-changeable parameters as one immutable snapshot.
+
+    The inference worker reads ``node.settings`` once per frame; a parameter change builds a new
+    snapshot and swaps the reference, so a frame never sees half of an update.
+    """
+
+    detector_score_threshold: float
+    keypoint_score_threshold: float
+    max_persons: int
+    max_image_pixels: int
+    debug_image_enabled: bool
+    debug_image_keypoint_threshold: float
+    markers: MarkerStyle
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> RuntimeSettings:
+        """Build from parameter values (name → value); names not given take their default."""
+
+        def get(name: str) -> Any:
+            return values.get(name, DEFAULTS[name])
+
+        return cls(
+            detector_score_threshold=float(get("detector.score_threshold")),
+            keypoint_score_threshold=float(get("keypoint_score_threshold")),
+            max_persons=int(get("max_persons")),
+            max_image_pixels=int(get("max_image_pixels")),
+            debug_image_enabled=bool(get("debug_image.enabled")),
+            debug_image_keypoint_threshold=float(get("debug_image.keypoint_threshold")),
+            markers=MarkerStyle(
+                keypoint_threshold=float(get("markers.keypoint_threshold")),
+                plane_distance=float(get("markers.plane_distance")),
+                pixel_scale=float(get("markers.pixel_scale")),
+                line_width=float(get("markers.line_width")),
+                sphere_size=float(get("markers.sphere_size")),
+            ),
+        )

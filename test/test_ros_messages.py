@@ -1,0 +1,224 @@
+"""Pipeline results → PersonPoseArray and RViz markers, the one-slot mailbox and the status line of
+the node: pure functions and small classes, tested without DDS."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Header
+from visualization_msgs.msg import Marker
+
+from pose_ros.drawing import SIDE_COLORS_RGB
+from pose_ros.keypoints import SKELETON_EDGES, limb_side
+from pose_ros.pipeline import Person
+from pose_ros.ros.mailbox import LatestFrameMailbox
+from pose_ros.ros.markers import PinholeCamera, build_marker_array, pixels_to_plane
+from pose_ros.ros.messages import persons_to_msg
+from pose_ros.ros.params import MarkerStyle
+from pose_ros.ros.stats import NodeStats, format_status
+
+
+def _header() -> Header:
+    header = Header(frame_id="camera_optical_frame")
+    header.stamp.sec, header.stamp.nanosec = 1_700_000_123, 456
+    return header
+
+
+def _person(offset: float = 0.0, scores: np.ndarray | None = None) -> Person:
+    keypoints = np.zeros((17, 3), np.float32)
+    keypoints[:, 0] = 100 + offset + np.arange(17) * 2
+    keypoints[:, 1] = 50 + np.arange(17) * 10
+    keypoints[:, 2] = np.linspace(0.05, 0.95, 17) if scores is None else scores
+    box = np.array([90 + offset, 40, 60, 200], np.float32)
+    return Person(box=box, box_score=0.9, score=0.6, keypoints=keypoints)
+
+
+# --- PersonPoseArray ---
+
+
+def test_persons_to_msg_copies_everything_in_order() -> None:
+    header = _header()
+    persons = [_person(0.0), _person(200.0)]
+    msg = persons_to_msg(persons, header, 640, 480)
+    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == (
+        "camera_optical_frame",
+        1_700_000_123,
+        456,
+    )
+    assert msg.header is not header  # a copy: later changes to the input do not leak
+    assert (msg.image_width, msg.image_height) == (640, 480)
+    assert len(msg.persons) == 2
+    for person, sent in zip(msg.persons, persons, strict=True):
+        assert person.id == -1
+        assert person.score == pytest.approx(0.6)
+        assert person.box_score == pytest.approx(0.9)
+        assert [person.x_min, person.y_min, person.width, person.height] == pytest.approx(
+            sent.box.tolist()
+        )
+        assert len(person.keypoints) == 17
+        got = np.array([[k.x, k.y, k.score] for k in person.keypoints])
+        np.testing.assert_allclose(got, sent.keypoints, rtol=1e-6)
+        assert not any(k.has_position for k in person.keypoints)
+
+
+def test_persons_to_msg_with_nobody_and_clipped_scores() -> None:
+    empty = persons_to_msg([], _header(), 10, 20)
+    assert empty.persons == [] and empty.image_width == 10
+    odd = Person(
+        box=np.zeros(4, np.float32),
+        box_score=1.5,
+        score=float("nan"),
+        keypoints=np.tile(np.array([[1.0, 2.0, 1.2]], np.float32), (17, 1)),
+    )
+    person = persons_to_msg([odd], _header(), 10, 20).persons[0]
+    assert person.box_score == 1.0 and person.score == 0.0
+    assert all(k.score == 1.0 for k in person.keypoints)
+    with pytest.raises(ValueError, match="17"):
+        persons_to_msg([Person(odd.box, 1.0, 1.0, np.zeros((16, 3)))], _header(), 10, 20)
+
+
+# --- markers ---
+
+
+def test_marker_array_layout() -> None:
+    style = MarkerStyle(keypoint_threshold=0.5, sphere_size=0.05, line_width=0.02)
+    persons = [_person(0.0), _person(200.0)]
+    array = build_marker_array(persons, _header(), 640, 480, style)
+    first, *rest = array.markers
+    assert first.action == Marker.DELETEALL  # old markers go first: nothing lingers
+    assert first.header.frame_id == "camera_optical_frame"
+    assert [(m.ns, m.id, m.type) for m in rest] == [
+        ("keypoints", 0, Marker.SPHERE_LIST),
+        ("skeleton", 0, Marker.LINE_LIST),
+        ("keypoints", 1, Marker.SPHERE_LIST),
+        ("skeleton", 1, Marker.LINE_LIST),
+    ]
+    visible = persons[0].keypoints[:, 2] >= 0.5
+    spheres, lines = rest[0], rest[1]
+    for marker in rest:
+        assert marker.header.frame_id == "camera_optical_frame"
+        assert marker.header.stamp.sec == 1_700_000_123
+        assert marker.action == Marker.ADD
+        assert marker.pose.orientation.w == 1.0
+        assert len(marker.colors) == len(marker.points)
+    assert len(spheres.points) == visible.sum()
+    assert spheres.scale.x == pytest.approx(0.05)
+    edges = [(a, b) for a, b in SKELETON_EDGES if visible[a] and visible[b]]
+    assert edges, "the test person must have visible edges"
+    assert len(lines.points) == 2 * len(edges)
+    assert lines.scale.x == pytest.approx(0.02)
+    # colours per body side, the same as the annotated image's
+    for index, (a, b) in enumerate(edges):
+        r, g, b_ = SIDE_COLORS_RGB[limb_side((a, b))]
+        color = lines.colors[2 * index]
+        assert (color.r, color.g, color.b, color.a) == pytest.approx(
+            (r / 255, g / 255, b_ / 255, 1)
+        )
+
+
+def test_markers_of_nobody_still_clear_the_old_ones() -> None:
+    array = build_marker_array([], _header(), 640, 480, MarkerStyle())
+    assert [m.action for m in array.markers] == [Marker.DELETEALL]
+    invisible = _person(scores=np.full(17, 0.1, np.float32))
+    array = build_marker_array(
+        [invisible], _header(), 640, 480, MarkerStyle(keypoint_threshold=0.3)
+    )
+    assert [m.action for m in array.markers] == [Marker.DELETEALL]  # no empty lists
+
+
+def test_pixels_to_plane_without_camera_info_uses_the_pixel_scale() -> None:
+    uv = np.array([[319.5, 239.5], [419.5, 239.5], [319.5, 39.5]])  # centre, 100 right, 200 up
+    xyz = pixels_to_plane(uv, image_width=640, image_height=480, distance=3.0, pixel_scale=0.01)
+    np.testing.assert_allclose(xyz, [[0, 0, 3], [1.0, 0, 3], [0, -2.0, 3]], atol=1e-12)
+
+
+def test_pixels_to_plane_back_projects_through_k() -> None:
+    info = CameraInfo(width=640, height=480)
+    info.k = [500.0, 0.0, 320.0, 0.0, 400.0, 240.0, 0.0, 0.0, 1.0]
+    camera = PinholeCamera.from_camera_info(info)
+    uv = np.array([[320.0, 240.0], [820.0, 640.0]])
+    xyz = pixels_to_plane(
+        uv, image_width=640, image_height=480, distance=2.0, pixel_scale=1.0, camera=camera
+    )
+    np.testing.assert_allclose(xyz, [[0, 0, 2], [2.0, 2.0, 2]])
+    # The projection of each point through K gives back its pixel.
+    projected = xyz[:, :2] / xyz[:, 2:] * [500.0, 400.0] + [320.0, 240.0]
+    np.testing.assert_allclose(projected, uv)
+    # Same camera, image at half resolution: K scales with it.
+    half = camera.for_image(320, 240)
+    assert (half.fx, half.fy, half.cx, half.cy) == pytest.approx((250, 200, 159.75, 119.75))
+    assert PinholeCamera.from_camera_info(CameraInfo()) is None  # uncalibrated: K all zero
+
+
+def test_markers_use_the_camera_when_given() -> None:
+    info = CameraInfo(width=640, height=480)
+    info.k = [500.0, 0.0, 100.0, 0.0, 500.0, 50.0, 0.0, 0.0, 1.0]
+    camera = PinholeCamera.from_camera_info(info)
+    person = _person(scores=np.ones(17, np.float32))
+    array = build_marker_array(
+        [person], _header(), 640, 480, MarkerStyle(plane_distance=5.0), camera
+    )
+    point = array.markers[1].points[0]
+    u, v = person.keypoints[0, :2]
+    assert (point.x, point.y, point.z) == pytest.approx(((u - 100) / 100, (v - 50) / 100, 5.0))
+
+
+# --- mailbox ---
+
+
+def test_mailbox_keeps_only_the_newest_and_counts_the_rest() -> None:
+    box: LatestFrameMailbox[int] = LatestFrameMailbox()
+    assert box.put(1) is False
+    assert box.put(2) is True
+    assert box.put(3) is True
+    assert box.take(timeout=0) == 3
+    assert box.take(timeout=0.01) is None
+    assert box.dropped == 2
+
+
+def test_mailbox_wakes_a_waiting_worker() -> None:
+    box: LatestFrameMailbox[str] = LatestFrameMailbox()
+    got: list[str | None] = []
+    worker = threading.Thread(target=lambda: got.append(box.take(timeout=5)))
+    worker.start()
+    time.sleep(0.05)
+    box.put("frame")
+    worker.join(2)
+    assert got == ["frame"]
+    closer = threading.Thread(target=lambda: got.append(box.take(timeout=5)))
+    closer.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    box.close()
+    closer.join(2)
+    assert got == ["frame", None] and time.monotonic() - start < 1
+    assert box.put("late") is False and box.take(timeout=0) is None
+
+
+# --- status line ---
+
+
+def test_status_line_reports_rates_latency_and_drops() -> None:
+    stats = NodeStats(now=0.0)
+    assert format_status(stats.take_window(1.0)) is None  # idle: no line
+    for dropped in (False, True, True, False):
+        stats.frame_received(dropped)
+    stats.frame_processed(latency_ms=100.0, pipeline_ms=80.0, persons=2)
+    stats.frame_processed(latency_ms=300.0, pipeline_ms=90.0, persons=0)
+    stats.frame_bad()
+    line = format_status(stats.take_window(3.0), random_weights=True)
+    assert line is not None
+    assert "frames in 4, out 2 (1.0 Hz)" in line
+    assert "latency p50 200 ms, max 300 ms" in line
+    assert "persons 1.0/frame" in line
+    assert "dropped 2 (total 2)" in line
+    assert "bad frames 1 (total 1)" in line
+    assert "RANDOM WEIGHTS" in line
+    stats.frame_received(True)
+    line = format_status(stats.take_window(4.0))
+    assert "dropped 1 (total 3)" in line and "RANDOM" not in line
+    assert stats.totals.received == 5 and stats.totals.processed == 2
