@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup build test demo bench lint clean distclean
+.PHONY: setup build test demo bench overfit train lint clean distclean
 
 setup:
 	@scripts/setup-venv.sh
@@ -29,6 +29,18 @@ demo: build
 
 bench: build
 	$(PY) -m bench.run_all $(BENCH_ARGS)
+
+# The end-to-end proof of training on real data (CPU, about a minute): the tiny network trained on
+# the 4 COCO images of ../shared until pycocotools AP >= 0.9; output in runs/overfit_coco4/.
+overfit: setup
+	.venv/bin/python -m training.train overfit_coco4 --output-dir runs/overfit_coco4 --overwrite
+
+# Training on your own GPU machine (README, "Training"): make train CONFIG=... GPUS=4 TRAIN_ARGS=...
+CONFIG ?= simplebaseline_res50_256x192
+GPUS ?= 1
+TRAIN_ARGS ?=
+train: setup
+	.venv/bin/torchrun --standalone --nproc_per_node $(GPUS) -m training.train $(CONFIG) $(TRAIN_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

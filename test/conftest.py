@@ -57,3 +57,12 @@ def install_prefix() -> Path:
     if not (INSTALL_PREFIX / "share" / "pose_ros" / "package.xml").is_file():
         pytest.fail(f"{INSTALL_PREFIX} is missing: run `make build` (or `make test`) first")
     return INSTALL_PREFIX
+
+
+@pytest.fixture(scope="session")
+def overfit_run(tmp_path_factory: pytest.TempPathFactory, coco_dir: Path):
+    """The tiny network trained on the 4 COCO images until AP >= 0.9, once per test session
+    (``training.train.main`` → ``best.pth``; see test_training_support.py)."""
+    from test_training_support import overfit_once
+
+    return overfit_once(tmp_path_factory, coco_dir)

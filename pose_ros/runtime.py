@@ -1,0 +1,352 @@
+"""Runners of exported pose networks (ONNX Runtime, TensorRT) for the inference pipeline.
+
+A runner is not an ``nn.Module``; it has what the pipeline uses of a PoseNet: ``preprocessing``,
+``num_keypoints``, ``input_size``, ``heatmap_size``, ``arch`` and ``__call__(x) -> heatmaps``
+(x: (N, 3, H, W) normalised crops on any device, any float dtype; heatmaps: (N, K, H/4, W/4)
+float32 on x's device). Everything a runner needs besides the weights (colour order, mean/std,
+input size) travels in the ``.onnx`` file's ``metadata_props``, written by
+``pose_ros.training.export``, so ``OnnxPoseRunner("model.onnx")`` needs nothing else.
+
+TensorRT engines are built from the ONNX file (fp16, one optimisation profile for batch
+1..max_batch) and cached beside it; the file name holds the TensorRT version and the GPU name,
+because an engine only runs on the TensorRT version and GPU model it was built for::
+
+    engine = build_tensorrt_engine("model.onnx", max_batch=32)   # or TensorRTPoseRunner.from_onnx
+    estimator = PoseEstimator(TensorRTPoseRunner(engine), detector)
+
+``onnxruntime``, ``onnx`` and ``tensorrt`` are optional and imported only when used; a missing
+one is a :class:`RuntimeBackendError` that says what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pose_ros.models import Preprocessing
+
+#: ONNX metadata_props keys written by the exporter.
+META_PREPROCESSING = "pose_ros.preprocessing"
+META_ARCH = "pose_ros.arch"
+META_NUM_KEYPOINTS = "pose_ros.num_keypoints"
+META_HEATMAP_SIZE = "pose_ros.heatmap_size"
+INPUT_NAME = "input"
+OUTPUT_NAME = "heatmaps"
+
+TENSORRT_MISSING = (
+    "TensorRT is not installed (no 'tensorrt' Python package): install it with "
+    "`pip install tensorrt` on an x86-64 CUDA machine (or JetPack on Jetson) to build and run "
+    "engines; without it, run the ONNX model with ONNX Runtime (OnnxPoseRunner)"
+)
+
+
+class RuntimeBackendError(RuntimeError):
+    """An exported model cannot be run: backend package missing, no GPU, or a bad file."""
+
+
+class _RunnerBase:
+    """Attributes shared by the runners, from the exporter's metadata."""
+
+    def __init__(self, metadata: dict[str, str], source: Path) -> None:
+        try:
+            self.preprocessing = Preprocessing.from_dict(json.loads(metadata[META_PREPROCESSING]))
+            self.arch: dict[str, Any] = json.loads(metadata[META_ARCH])
+            self.num_keypoints = int(metadata[META_NUM_KEYPOINTS])
+            height, width = json.loads(metadata[META_HEATMAP_SIZE])
+        except (KeyError, ValueError, TypeError) as error:
+            raise RuntimeBackendError(
+                f"{source} lacks the pose_ros metadata ({error}); export it with "
+                "`pose-ros-export` (python -m training.export)"
+            ) from None
+        self._heatmap_size = (int(height), int(width))
+        self.source = source
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.preprocessing.input_size
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        return self._heatmap_size
+
+
+def export_metadata(
+    preprocessing: Preprocessing,
+    arch: dict[str, Any],
+    num_keypoints: int,
+    heatmap_size: tuple[int, int],
+) -> dict[str, str]:
+    """The ``metadata_props`` an exported pose network carries (all values JSON strings)."""
+    return {
+        META_PREPROCESSING: json.dumps(preprocessing.to_dict()),
+        META_ARCH: json.dumps(arch),
+        META_NUM_KEYPOINTS: str(int(num_keypoints)),
+        META_HEATMAP_SIZE: json.dumps([int(v) for v in heatmap_size]),
+    }
+
+
+class OnnxPoseRunner(_RunnerBase):
+    """A pose network exported to ONNX, run by ONNX Runtime.
+
+    Args:
+        path: ``.onnx`` file written by ``pose_ros.training.export``.
+        device: "auto" (CUDA provider when ONNX Runtime has it and torch sees a GPU), "cpu" or
+            "cuda"; "cuda" without the CUDA provider is an error.
+        threads: intra-op threads of the CPU provider (None: ONNX Runtime's default).
+
+    The batch goes through host memory (numpy) whatever the provider: simple and correct; for the
+    lowest latency on a GPU use the TensorRT runner or the PyTorch model.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        device: str | torch.device = "auto",
+        threads: int | None = None,
+    ) -> None:
+        path = Path(path)
+        device = str(device)
+        if not path.is_file():
+            raise RuntimeBackendError(f"ONNX model {path} not found")
+        ort = _import_onnxruntime()
+        available = ort.get_available_providers()
+        want_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        if want_cuda and "CUDAExecutionProvider" in available:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif device.startswith("cuda"):
+            raise RuntimeBackendError(
+                f"device {device!r}: this ONNX Runtime has no CUDAExecutionProvider "
+                f"(available: {available}); install onnxruntime-gpu or use device='cpu'"
+            )
+        else:
+            providers = ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own exception types for bad files
+            raise RuntimeBackendError(f"ONNX Runtime cannot load {path}: {error}") from None
+        super().__init__(dict(self.session.get_modelmeta().custom_metadata_map), path)
+        self.providers = self.session.get_providers()
+        self._input = self.session.get_inputs()[0].name
+        self._output = self.session.get_outputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised crops -> (N, K, H/4, W/4) float32 heatmaps on x's device."""
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        (heatmaps,) = self.session.run([self._output], {self._input: array})
+        return torch.from_numpy(heatmaps).to(x.device)
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file (with the ``onnx`` package, else ONNX Runtime)."""
+    try:
+        import onnx
+    except ImportError:
+        ort = _import_onnxruntime()
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return dict(session.get_modelmeta().custom_metadata_map)
+    model = onnx.load(str(path), load_external_data=False)
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def tensorrt_engine_path(
+    onnx_path: str | os.PathLike,
+    *,
+    tensorrt_version: str,
+    gpu_name: str,
+    max_batch: int,
+    fp16: bool,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Cache file of an engine: ``<onnx stem>.trt<version>.<gpu>.b<max>.<precision>.engine``."""
+    onnx_path = Path(onnx_path)
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower()
+    precision = "fp16" if fp16 else "fp32"
+    name = f"{onnx_path.stem}.trt{tensorrt_version}.{gpu}.b{max_batch}.{precision}.engine"
+    return Path(cache_dir or onnx_path.parent) / name
+
+
+def build_tensorrt_engine(
+    onnx_path: str | os.PathLike,
+    *,
+    max_batch: int = 32,
+    fp16: bool = True,
+    workspace_gib: float = 2.0,
+    cache_dir: str | os.PathLike | None = None,
+    rebuild: bool = False,
+) -> Path:
+    """Build (or reuse the cached) TensorRT engine of an exported pose network.
+
+    One optimisation profile covers batch 1..max_batch (optimised for max_batch / 2, a typical
+    crowd). A JSON file beside the engine (``<engine>.json``) keeps the pose_ros metadata of the
+    ONNX file for :class:`TensorRTPoseRunner`.
+
+    Raises:
+        RuntimeBackendError: TensorRT or CUDA missing, or the ONNX file does not parse/build.
+    """
+    trt = _import_tensorrt()
+    if not torch.cuda.is_available():
+        raise RuntimeBackendError("building a TensorRT engine needs a CUDA GPU; none is visible")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise RuntimeBackendError(f"ONNX model {onnx_path} not found")
+    metadata = read_onnx_metadata(onnx_path)
+    engine_path = tensorrt_engine_path(
+        onnx_path,
+        tensorrt_version=trt.__version__,
+        gpu_name=torch.cuda.get_device_name(),
+        max_batch=max_batch,
+        fp16=fp16,
+        cache_dir=cache_dir,
+    )
+    sidecar = engine_path.with_name(engine_path.name + ".json")
+    if engine_path.is_file() and sidecar.is_file() and not rebuild:
+        return engine_path
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    major = int(trt.__version__.split(".")[0])
+    # TensorRT < 10 needs the explicit-batch flag; 10 has only explicit batch and no such flag.
+    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeBackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    network_input = network.get_input(0)
+    _, channels, height, width = network_input.shape
+    opt_batch = max(1, max_batch // 2)
+    profile.set_shape(
+        network_input.name,
+        (1, channels, height, width),
+        (opt_batch, channels, height, width),
+        (max_batch, channels, height, width),
+    )
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeBackendError(
+            f"TensorRT failed to build an engine from {onnx_path} (see its log)"
+        )
+    _atomic_write_bytes(engine_path, bytes(serialized))
+    info = {
+        **metadata,
+        "tensorrt_version": trt.__version__,
+        "gpu_name": torch.cuda.get_device_name(),
+        "max_batch": str(max_batch),
+        "fp16": str(fp16),
+        "onnx": onnx_path.name,
+    }
+    _atomic_write_bytes(sidecar, json.dumps(info, indent=1).encode())
+    return engine_path
+
+
+class TensorRTPoseRunner(_RunnerBase):
+    """A TensorRT engine of a pose network (built by :func:`build_tensorrt_engine`), on CUDA.
+
+    Input crops of any float dtype are cast to fp32 on the GPU (the engine computes in fp16 where
+    it was built so); batches larger than the engine's profile are run in chunks.
+    """
+
+    def __init__(self, engine_path: str | os.PathLike) -> None:
+        trt = _import_tensorrt()
+        engine_path = Path(engine_path)
+        sidecar = engine_path.with_name(engine_path.name + ".json")
+        if not engine_path.is_file() or not sidecar.is_file():
+            raise RuntimeBackendError(
+                f"TensorRT engine {engine_path} or its metadata {sidecar.name} not found; build "
+                "them with `pose-ros-export --tensorrt` or build_tensorrt_engine()"
+            )
+        if not torch.cuda.is_available():
+            raise RuntimeBackendError("TensorRT engines run on a CUDA GPU; none is visible")
+        info = json.loads(sidecar.read_text())
+        super().__init__(info, engine_path)
+        self.max_batch = int(info.get("max_batch", "1"))
+        self.device = torch.device("cuda", torch.cuda.current_device())
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise RuntimeBackendError(
+                f"TensorRT cannot load {engine_path}: built for another TensorRT version or GPU? "
+                "(rebuild it from the ONNX file)"
+            )
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._input, self._output = inputs[0], outputs[0]
+
+    @classmethod
+    def from_onnx(
+        cls, onnx_path: str | os.PathLike, *, max_batch: int = 32, fp16: bool = True
+    ) -> TensorRTPoseRunner:
+        """Build (or reuse the cached) engine of ``onnx_path`` and load it."""
+        return cls(build_tensorrt_engine(onnx_path, max_batch=max_batch, fp16=fp16))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised crops -> (N, K, H/4, W/4) float32 heatmaps on x's device."""
+        batch = x.detach().to(self.device, torch.float32).contiguous()
+        chunks = [self._run(part) for part in batch.split(self.max_batch)]
+        return torch.cat(chunks).to(x.device)
+
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        height, width = self.heatmap_size
+        out = torch.empty(
+            (batch.shape[0], self.num_keypoints, height, width),
+            dtype=torch.float32,
+            device=self.device,
+        )
+        self.context.set_input_shape(self._input, tuple(batch.shape))
+        self.context.set_tensor_address(self._input, batch.data_ptr())
+        self.context.set_tensor_address(self._output, out.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeBackendError(f"TensorRT execution failed for {self.source}")
+        return out
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise RuntimeBackendError(
+            "ONNX Runtime is not installed: `pip install onnxruntime` (or onnxruntime-gpu)"
+        ) from None
+    return onnxruntime
+
+
+def _import_tensorrt() -> Any:
+    try:
+        import tensorrt
+    except ImportError:
+        raise RuntimeBackendError(TENSORRT_MISSING) from None
+    return tensorrt
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
