@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pose_ros.drawing import draw_persons
+from pose_ros.fileio import atomic_write
 from pose_ros.pipeline import RANDOM_WEIGHTS_PREFIX, Person, PoseEstimator
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -176,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
         # Whatever happens, what was computed so far is written.
         if writer is not None:
             writer.release()
-        results_path.write_text(json.dumps(results))
+        with atomic_write(results_path, "w") as stream:
+            json.dump(results, stream)
     print(
         f"pose-ros-infer: {processed} frame(s), {persons_total} person(s); "
         f"results: {results_path}; annotated output in {output}/"

@@ -22,9 +22,7 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pose_ros.fileio import atomic_write
 from pose_ros.geometry import box_to_center_scale
 from pose_ros.keypoints import OKS_SIGMAS
 from pose_ros.pipeline import Person, PoseEstimator
@@ -187,15 +186,8 @@ def run_cocoeval(
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file in the same folder, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as stream:
-            json.dump(data, stream)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as stream:
+        json.dump(data, stream)
 
 
 def evaluate_model(

@@ -11,14 +11,14 @@ The file holds only tensors and plain Python values (RNG states included), so it
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from pose_ros.fileio import atomic_write
 
 TRAINING_STATE_FORMAT = "pose_ros.training_state"
 TRAINING_STATE_VERSION = 1
@@ -66,17 +66,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_torch_save(payload: Any, path: Path) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` onto it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        torch.save(payload, stream)
     return path
 
 
