@@ -57,7 +57,7 @@ def choose_model(requested: str | None) -> tuple[str, bool, str]:
         "NO TRAINED WEIGHTS: no --model given and no published checkpoint in "
         f"{checkpoint_cache_dir()}. Running with UNTRAINED RANDOM WEIGHTS ({RANDOM_MODEL}): the "
         "node, topics and drawing are real, the keypoints are meaningless. Pass --model "
-        "<checkpoint or registry name> for real poses (README: getting weights).",
+        "<checkpoint or registry name> for real poses (README: Weights).",
     )
 
 

@@ -66,3 +66,17 @@ def overfit_run(tmp_path_factory: pytest.TempPathFactory, coco_dir: Path):
     from test_training_support import overfit_once
 
     return overfit_once(tmp_path_factory, coco_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real checkpoint (ResNet-18 SimpleBaseline, 128x96, untrained but saved and loaded
+    like any checkpoint): fast on 2 CPU cores where the weights do not matter."""
+    import torch
+
+    from pose_ros.models import build_pose_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny_res18_128x96.pt"
+    save_checkpoint(build_pose_model("simplebaseline_res18", input_size=(128, 96)), path)
+    return path

@@ -8,19 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
-import pytest
-import torch
 from pycocotools.coco import COCO
-
-from pose_ros.models import build_pose_model, save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    save_checkpoint(build_pose_model("simplebaseline_res18", input_size=(128, 96)), path)
-    return path
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -51,18 +51,6 @@ FRAME_ID = "test_camera_optical_frame"
 _stamps = itertools.count(1_000)
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from pose_ros.models import build_pose_model, save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny_res18_128x96.pt"
-    save_checkpoint(build_pose_model("simplebaseline_res18", input_size=(128, 96)), path)
-    return path
-
-
 def node_parameters(checkpoint: Path, **extra: object) -> dict[str, object]:
     return {
         "model": checkpoint,
