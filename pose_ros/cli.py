@@ -22,11 +22,10 @@ from tqdm import tqdm
 
 from pose_ros.drawing import draw_persons
 from pose_ros.fileio import atomic_write
-from pose_ros.pipeline import RANDOM_WEIGHTS_PREFIX, Person, PoseEstimator
+from pose_ros.pipeline import RANDOM_WEIGHTS_PREFIX, PoseEstimator, coco_keypoint_results
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-COCO_PERSON_CATEGORY = 1
 
 log = logging.getLogger("pose_ros.cli")
 
@@ -42,24 +41,6 @@ class Frame:
 
 class InputError(ValueError):
     """An input that cannot be read (missing, not an image or video)."""
-
-
-def coco_results(persons: list[Person], image_id: int) -> list[dict]:
-    """Persons as COCO keypoint results (``pycocotools`` ``loadRes`` format)."""
-    results = []
-    for person in persons:
-        keypoints = np.asarray(person.keypoints, dtype=np.float64)
-        results.append(
-            {
-                "image_id": image_id,
-                "category_id": COCO_PERSON_CATEGORY,
-                "keypoints": [round(float(v), 3) for v in keypoints.reshape(-1)],
-                "score": round(float(person.score), 5),
-                "bbox": [round(float(v), 2) for v in person.box],
-                "box_score": round(float(person.box_score), 5),
-            }
-        )
-    return results
 
 
 def image_id_for(path: Path, index: int) -> int:
@@ -170,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 writer.write(annotated)
             else:
                 cv2.imwrite(str(output / f"{Path(frame.name).stem}_pose.jpg"), annotated)
-            results.extend(coco_results(persons, frame.image_id))
+            results.extend(coco_keypoint_results(persons, frame.image_id, decimals=5))
             persons_total += len(persons)
             processed += 1
     finally:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from pose_ros.images import check_color_order
 from pose_ros.keypoints import SKELETON_EDGES, limb_side
 
 if TYPE_CHECKING:
@@ -48,8 +49,7 @@ def draw_persons(
     Returns:
         (H, W, 3) uint8 copy with boxes, skeletons and person scores drawn.
     """
-    if color_order not in ("RGB", "BGR"):
-        raise ValueError(f"color_order must be 'RGB' or 'BGR', got {color_order!r}")
+    check_color_order(color_order)
     canvas = np.ascontiguousarray(image).copy()
 
     def color(rgb: tuple[int, int, int]) -> tuple[int, int, int]:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Final
 
+#: COCO category id of "person" (annotations, detection and keypoint results files).
+COCO_PERSON_CATEGORY_ID: Final[int] = 1
+
 #: Keypoint names in COCO order; the index is the keypoint id (msg/Keypoint.msg constants agree).
 COCO_KEYPOINT_NAMES: Final[tuple[str, ...]] = (
     "nose",

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from pose_ros import codec, geometry
-from pose_ros.keypoints import NUM_KEYPOINTS
+from pose_ros.images import check_image
+from pose_ros.keypoints import COCO_PERSON_CATEGORY_ID, NUM_KEYPOINTS
 
 if TYPE_CHECKING:
     from pose_ros.detection import PersonDetector
     from pose_ros.models import Preprocessing
 
-COLOR_ORDERS = ("RGB", "BGR")
 #: Prefix of a model name that asks for untrained weights (tests, demos without weights).
 RANDOM_WEIGHTS_PREFIX = "random:"
 
@@ -91,6 +91,33 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"device {device!r}: only 'cpu', 'cuda' and 'cuda:N' are supported")
     return resolved
+
+
+def coco_keypoint_results(
+    persons: list[Person], image_id: int, *, decimals: int | None = None
+) -> list[dict]:
+    """Persons as COCO keypoint results (the format of pycocotools ``loadRes``).
+
+    Each entry holds ``image_id``, ``category_id`` (person), ``keypoints`` (51 numbers x, y,
+    score), ``score`` and, for readers other than COCOeval, ``bbox`` and ``box_score``.
+    ``decimals`` rounds the numbers (smaller files); None keeps full precision.
+    """
+
+    def numbers(values: np.ndarray) -> list[float]:
+        floats = np.asarray(values, dtype=np.float64).reshape(-1).tolist()
+        return floats if decimals is None else [round(v, decimals) for v in floats]
+
+    return [
+        {
+            "image_id": image_id,
+            "category_id": COCO_PERSON_CATEGORY_ID,
+            "keypoints": numbers(person.keypoints),
+            "score": numbers(np.array([person.score]))[0],
+            "bbox": numbers(person.box),
+            "box_score": numbers(np.array([person.box_score]))[0],
+        }
+        for person in persons
+    ]
 
 
 def rescore(
@@ -343,12 +370,6 @@ class PoseEstimator:
 
 
 def _check_image(image: np.ndarray, color_order: str) -> None:
-    if color_order not in COLOR_ORDERS:
-        raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", None)
-        raise ValueError(f"image must be an (H, W, 3) array, got shape {shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"image must be uint8, got {image.dtype}")
+    check_image(image, color_order)
     if image.shape[0] < 2 or image.shape[1] < 2:
         raise ValueError(f"image too small: {image.shape[1]}x{image.shape[0]}")

@@ -20,13 +20,12 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset, DistributedSampler
 
+from pose_ros.detection import DetectorError, load_coco_detections
 from pose_ros.geometry import box_to_center_scale, clip_boxes
-from pose_ros.keypoints import NUM_KEYPOINTS
+from pose_ros.keypoints import COCO_PERSON_CATEGORY_ID, NUM_KEYPOINTS
 
 from .augment import make_training_sample
 from .config import AugmentConfig
-
-PERSON_CATEGORY_ID = 1
 
 
 class DatasetError(Exception):
@@ -84,7 +83,7 @@ def load_coco_persons(
             raise DatasetError(f"annotation file {annotation_file}: no {key!r} list")
     if not images_dir.is_dir():
         raise DatasetError(f"image folder {images_dir} not found")
-    data.setdefault("categories", [{"id": PERSON_CATEGORY_ID, "name": "person"}])
+    data.setdefault("categories", [{"id": COCO_PERSON_CATEGORY_ID, "name": "person"}])
 
     image_paths: dict[int, Path] = {}
     image_sizes: dict[int, tuple[int, int]] = {}
@@ -122,7 +121,7 @@ def _person_instance(
     if not isinstance(ann, dict):
         raise DatasetError(f"annotation file {source}: annotation is not an object: {ann!r}")
     ann_id = ann.get("id")
-    if ann.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID:
+    if ann.get("category_id", COCO_PERSON_CATEGORY_ID) != COCO_PERSON_CATEGORY_ID:
         return None
     raw = ann.get("keypoints")
     if not isinstance(raw, list) or len(raw) != NUM_KEYPOINTS * 3:
@@ -163,7 +162,8 @@ def load_detections(
 
     Args:
         detection_file: JSON list of ``{"image_id", "bbox": [x, y, w, h], "score",
-            "category_id"}`` (category 1 kept; entries without category_id are taken as persons).
+            "category_id"}`` (category 1, person, kept), read by
+            :func:`pose_ros.detection.load_coco_detections`.
         persons: the annotation file the detections belong to (image ids and sizes).
         score_threshold: boxes with a lower score are dropped.
 
@@ -172,37 +172,23 @@ def load_detections(
         left with no area are dropped.
     """
     detection_file = Path(detection_file)
-    data = _read_json(detection_file, "detection file")
-    if not isinstance(data, list):
-        raise DatasetError(f"detection file {detection_file}: expected a JSON list of detections")
-    per_image: dict[int, tuple[list, list]] = {}
-    for det in data:
-        try:
-            image_id = int(det["image_id"])
-            box = np.asarray(det["bbox"], dtype=np.float32).reshape(4)
-            score = float(det["score"])
-            category = int(det.get("category_id", PERSON_CATEGORY_ID))
-        except (KeyError, TypeError, ValueError):
-            raise DatasetError(
-                f"detection file {detection_file}: entry is not a COCO detection "
-                f"(image_id, bbox of 4, score): {str(det)[:200]}"
-            ) from None
+    try:
+        # One reader of COCO detection results for the library and training.
+        per_image = load_coco_detections(detection_file, category_id=COCO_PERSON_CATEGORY_ID)
+    except DetectorError as error:
+        raise DatasetError(f"detection file: {error}") from None
+    result = {}
+    for image_id, detections in per_image.items():
         if image_id not in persons.image_sizes:
             raise DatasetError(
                 f"detection file {detection_file}: image {image_id} is not in "
                 f"{persons.annotation_file}"
             )
-        if category != PERSON_CATEGORY_ID or score < score_threshold:
-            continue
-        boxes, scores = per_image.setdefault(image_id, ([], []))
-        boxes.append(box)
-        scores.append(score)
-    result = {}
-    for image_id, (boxes, scores) in per_image.items():
         height, width = persons.image_sizes[image_id]
-        clipped = clip_boxes(np.stack(boxes), width, height)
-        keep = (clipped[:, 2] > 0) & (clipped[:, 3] > 0)
-        result[image_id] = (clipped[keep], np.asarray(scores, dtype=np.float32)[keep])
+        kept = detections.scores >= score_threshold
+        clipped = clip_boxes(detections.boxes[kept], width, height)
+        nonempty = (clipped[:, 2] > 0) & (clipped[:, 3] > 0)
+        result[image_id] = (clipped[nonempty], detections.scores[kept][nonempty])
     return result
 
 

@@ -36,7 +36,7 @@ from pycocotools.cocoeval import COCOeval
 from pose_ros.fileio import atomic_write
 from pose_ros.geometry import box_to_center_scale
 from pose_ros.keypoints import OKS_SIGMAS
-from pose_ros.pipeline import Person, PoseEstimator
+from pose_ros.pipeline import Person, PoseEstimator, coco_keypoint_results
 
 from .config import EvalConfig
 from .dataset import CocoPersons, DatasetError, load_coco_persons, load_detections, read_image
@@ -54,7 +54,6 @@ METRIC_NAMES: tuple[str, ...] = (
     "ARm",
     "ARl",
 )
-PERSON_CATEGORY_ID = 1
 
 
 def oks_matrix(
@@ -130,19 +129,6 @@ def predict_image(
     areas = person_areas(np.stack([p.box for p in persons]), tuple(estimator.model.input_size))
     keep = oks_nms(keypoints, scores, areas, oks_nms_threshold)
     return [persons[i] for i in keep]
-
-
-def to_coco_results(image_id: int, persons: Sequence[Person]) -> list[dict[str, Any]]:
-    """COCO keypoint results entries (``keypoints`` as 51 floats x, y, score; ``score``)."""
-    return [
-        {
-            "image_id": int(image_id),
-            "category_id": PERSON_CATEGORY_ID,
-            "keypoints": [float(v) for v in np.asarray(p.keypoints, dtype=np.float64).reshape(-1)],
-            "score": float(p.score),
-        }
-        for p in persons
-    ]
 
 
 def boxes_for_images(
@@ -241,7 +227,7 @@ def evaluate_model(
         predicted = predict_image(
             estimator, image, image_boxes, image_scores, oks_nms_threshold=config.oks_nms_threshold
         )
-        results.extend(to_coco_results(image_id, predicted))
+        results.extend(coco_keypoint_results(predicted, int(image_id)))
         if image_id in vis_ids and vis_dir is not None:
             save_visualisation(Path(vis_dir) / f"{image_id:012d}.png", image, predicted)
 

@@ -12,8 +12,10 @@ import os
 
 import torch
 
+from pose_ros.images import COLOR_ORDERS
+from pose_ros.keypoints import COCO_PERSON_CATEGORY_ID
+
 from .base import (
-    COLOR_ORDERS,
     DetectionFilter,
     Detections,
     DetectorError,
@@ -22,7 +24,6 @@ from .base import (
     postprocess_detections,
 )
 from .given import (
-    COCO_PERSON_CATEGORY_ID,
     FullImageDetector,
     GivenBoxesDetector,
     load_coco_detections,

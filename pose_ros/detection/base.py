@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torchvision import ops
 
-#: Channel orders an input image may be given in.
-COLOR_ORDERS: tuple[str, ...] = ("RGB", "BGR")
+from pose_ros.images import check_image
 
 
 class DetectorError(RuntimeError):
@@ -153,32 +152,6 @@ def postprocess_detections(
     order = order[: detection_filter.max_persons]
     boxes_xywh = ops.box_convert(boxes[order], "xyxy", "xywh")
     return Detections(boxes_xywh.cpu().numpy(), scores[order].cpu().numpy())
-
-
-def check_image(image: np.ndarray, color_order: str) -> np.ndarray:
-    """Validate a detector input; return it C-contiguous (torch.from_numpy needs that).
-
-    Args:
-        image: (H, W, 3) uint8.
-        color_order: "RGB" or "BGR".
-    """
-    if color_order not in COLOR_ORDERS:
-        raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
-    if (
-        not isinstance(image, np.ndarray)
-        or image.dtype != np.uint8
-        or image.ndim != 3
-        or image.shape[2] != 3
-        or image.shape[0] == 0
-        or image.shape[1] == 0
-    ):
-        described = (
-            f"{image.dtype} array of shape {image.shape}"
-            if isinstance(image, np.ndarray)
-            else type(image).__name__
-        )
-        raise ValueError(f"expected an (H, W, 3) uint8 image, got a {described}")
-    return np.ascontiguousarray(image)
 
 
 class PersonDetector(abc.ABC):

@@ -13,17 +13,16 @@ import numpy as np
 import torch
 from torchvision import ops
 
+from pose_ros.images import check_image
+from pose_ros.keypoints import COCO_PERSON_CATEGORY_ID
+
 from .base import (
     DetectionFilter,
     Detections,
     DetectorError,
     PersonDetector,
     RawDetections,
-    check_image,
 )
-
-#: COCO category id of "person".
-COCO_PERSON_CATEGORY_ID = 1
 
 
 class GivenBoxesDetector(PersonDetector):

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torchvision import ops
 
-from .base import COLOR_ORDERS, DetectionFilter, DetectorError, PersonDetector, RawDetections
+from pose_ros.images import check_color_order
+
+from .base import DetectionFilter, DetectorError, PersonDetector, RawDetections
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +47,7 @@ class YoloPreprocess:
     pad_value: int = 114
 
     def __post_init__(self) -> None:
-        if self.color_order not in COLOR_ORDERS:
-            raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {self.color_order!r}")
+        check_color_order(self.color_order)
         if not 0 <= self.pad_value <= 255:
             raise ValueError(f"pad_value must be in 0..255, got {self.pad_value!r}")
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
+from pose_ros.images import check_color_order
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing"]
 
 #: ImageNet statistics of pixel/255, in R, G, B order.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-_COLOR_ORDERS = ("RGB", "BGR")
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,7 @@ class Preprocessing:
     input_size: tuple[int, int] = (256, 192)
 
     def __post_init__(self) -> None:
-        if self.color_order not in _COLOR_ORDERS:
-            raise ValueError(
-                f"Preprocessing.color_order must be one of {_COLOR_ORDERS}, "
-                f"got {self.color_order!r}"
-            )
+        check_color_order(self.color_order, "Preprocessing.color_order")
         # Normalise list inputs (e.g. from JSON) to tuples so the record stays hashable.
         object.__setattr__(self, "mean", _three_floats("mean", self.mean))
         object.__setattr__(self, "std", _three_floats("std", self.std))
@@ -96,10 +92,7 @@ class Preprocessing:
         Returns:
             Same shape, channels reordered to :attr:`color_order`, then (x/255 - mean) / std.
         """
-        if input_color_order not in _COLOR_ORDERS:
-            raise ValueError(
-                f"input_color_order must be one of {_COLOR_ORDERS}, got {input_color_order!r}"
-            )
+        check_color_order(input_color_order, "input_color_order")
         if images.ndim not in (3, 4) or images.shape[-3] != 3:
             raise ValueError(
                 f"expected (N, 3, H, W) or (3, H, W) images, got {tuple(images.shape)}"
