@@ -9,6 +9,7 @@ test in the same batch) → heatmap decoding → image pixels → rescoring.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,17 +50,46 @@ class Person:
 
     Attributes:
         box: (4,) float32 ``x_min, y_min, width, height`` in source-image pixels.
-        box_score: detector confidence 0..1 (1.0 for given boxes without scores).
+        box_score: detector confidence 0..1 (1.0 for given boxes without scores; for a box carried
+            over from the previous frame's keypoints, the score of the track it came from).
         score: ``box_score`` × the mean score of the keypoints above the keypoint threshold (0.2),
             the reference's rescoring; 0 when no keypoint passes.
         keypoints: (17, 3) float32 ``x, y, score``: pixels of the source image (integer values at
-            pixel centres, clipped to the image) and confidence clipped to 0..1, COCO order.
+            pixel centres, clipped to the image) and confidence clipped to 0..1, COCO order. The
+            scores are always the network's; only ``x, y`` may be smoothed over time.
+        track_id: identity across frames (:mod:`pose_ros.tracking`), -1 when not tracked or not
+            yet confirmed.
+        positions: (17, 3) float32 metres in the camera's optical frame (x right, y down,
+            z forward), NaN rows where no depth reading exists; None without depth.
+        center: (3,) float32 metres, the person's 3D centre (median of the torso keypoints'
+            positions); None without depth or without a torso position.
     """
 
     box: np.ndarray
     box_score: float
     score: float
     keypoints: np.ndarray
+    track_id: int = -1
+    positions: np.ndarray | None = None
+    center: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class FrameBoxes:
+    """One frame and the person boxes to estimate in it (an input of
+    :meth:`PoseEstimator.estimate_batch`).
+
+    Attributes:
+        image: (H, W, 3) uint8 in ``color_order``.
+        boxes: (N, 4) ``x_min, y_min, width, height`` pixels.
+        box_scores: (N,) scores of the boxes.
+        color_order: "RGB" or "BGR".
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    box_scores: np.ndarray
+    color_order: str = "RGB"
 
 
 @dataclass
@@ -268,6 +298,32 @@ class PoseEstimator:
             f"detector={detector}{random_note}"
         )
 
+    def detect(
+        self, image: np.ndarray, *, color_order: str = "RGB"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Person boxes of the detector: ((N, 4) ``x, y, w, h``, (N,) scores), best first, at
+        most ``max_persons``."""
+        if self.detector is None:
+            raise ValueError("no detector configured: pass boxes=")
+        _check_image(image, color_order)
+        detections = self.detector.detect(image, color_order=color_order)
+        return self._select_boxes(detections.boxes, detections.scores)
+
+    def _select_boxes(
+        self, boxes: np.ndarray, box_scores: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Valid boxes (positive size), highest scores first, at most ``max_persons``."""
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if box_scores is None:
+            box_scores = np.ones(len(boxes), dtype=np.float32)
+        box_scores = np.asarray(box_scores, dtype=np.float32).reshape(-1)
+        if len(box_scores) != len(boxes):
+            raise ValueError(f"{len(boxes)} boxes but {len(box_scores)} box scores")
+        keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+        boxes, box_scores = boxes[keep], box_scores[keep]
+        order = np.argsort(-box_scores, kind="stable")[: self.max_persons]
+        return boxes[order], box_scores[order]
+
     def __call__(
         self,
         image: np.ndarray,
@@ -285,63 +341,77 @@ class PoseEstimator:
             box_scores: (N,) scores of the given boxes (default 1.0).
         """
         start = time.perf_counter()
-        timings = StageTimings()
         _check_image(image, color_order)
+        if boxes is None:
+            boxes, box_scores = self.detect(image, color_order=color_order)
+        detect_ms = (time.perf_counter() - start) * 1e3
+        (persons,) = self.estimate_batch([FrameBoxes(image, boxes, box_scores, color_order)])
+        timings = self.last_timings
+        timings.detect_ms = detect_ms
+        timings.total_ms = (time.perf_counter() - start) * 1e3
+        return persons
 
-        if boxes is not None:
-            boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-            if box_scores is None:
-                box_scores = np.ones(len(boxes), dtype=np.float32)
-            box_scores = np.asarray(box_scores, dtype=np.float32).reshape(-1)
-            if len(box_scores) != len(boxes):
-                raise ValueError(f"{len(boxes)} boxes but {len(box_scores)} box scores")
-        elif self.detector is not None:
-            detections = self.detector.detect(image, color_order=color_order)
-            boxes, box_scores = detections.boxes, detections.scores
-        else:
-            raise ValueError("no detector configured: pass boxes=")
-        keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
-        boxes, box_scores = boxes[keep], box_scores[keep]
-        order = np.argsort(-box_scores, kind="stable")[: self.max_persons]
-        boxes, box_scores = boxes[order], box_scores[order]
-        timings.detect_ms = (time.perf_counter() - start) * 1e3
-        if len(boxes) == 0:
-            timings.total_ms = timings.detect_ms
-            self.last_timings = timings
-            return []
-
-        keypoints = self._estimate_keypoints(image, color_order, boxes, timings)
-        scores = rescore(box_scores, keypoints[..., 2], self.keypoint_score_threshold)
-        persons = [
-            Person(
-                box=boxes[i].copy(),
-                box_score=float(box_scores[i]),
-                score=float(scores[i]),
-                keypoints=keypoints[i],
+    def estimate_batch(self, frames: Sequence[FrameBoxes]) -> list[list[Person]]:
+        """Keypoints for the given boxes of several frames (e.g. several cameras) in one network
+        batch; per frame its persons, sorted by score (descending). Boxes are filtered as the
+        detector's are: positive size, at most ``max_persons`` per frame."""
+        start = time.perf_counter()
+        timings = StageTimings()
+        selected = []
+        for frame in frames:
+            _check_image(frame.image, frame.color_order)
+            boxes, box_scores = self._select_boxes(frame.boxes, frame.box_scores)
+            selected.append((frame, boxes, box_scores))
+        results: list[list[Person]] = [[] for _ in frames]
+        if any(len(boxes) for _, boxes, _ in selected):
+            keypoints = self._estimate_keypoints(
+                [(frame.image, frame.color_order, boxes) for frame, boxes, _ in selected], timings
             )
-            for i in range(len(boxes))
-        ]
-        persons.sort(key=lambda person: person.score, reverse=True)
-        timings.persons = len(persons)
+            for index, (_, boxes, box_scores) in enumerate(selected):
+                if len(boxes) == 0:
+                    continue
+                frame_keypoints = keypoints[index]
+                scores = rescore(box_scores, frame_keypoints[..., 2], self.keypoint_score_threshold)
+                persons = [
+                    Person(
+                        box=boxes[i].copy(),
+                        box_score=float(box_scores[i]),
+                        score=float(scores[i]),
+                        keypoints=frame_keypoints[i],
+                    )
+                    for i in range(len(boxes))
+                ]
+                persons.sort(key=lambda person: person.score, reverse=True)
+                results[index] = persons
+        timings.persons = sum(len(persons) for persons in results)
         timings.total_ms = (time.perf_counter() - start) * 1e3
         self.last_timings = timings
-        return persons
+        return results
 
     @torch.inference_mode()
     def _estimate_keypoints(
-        self, image: np.ndarray, color_order: str, boxes: np.ndarray, timings: StageTimings
-    ) -> np.ndarray:
-        """(N, 17, 3) keypoints in image pixels for the given boxes."""
+        self, frames: list[tuple[np.ndarray, str, np.ndarray]], timings: StageTimings
+    ) -> list[np.ndarray]:
+        """Per frame (image, colour order, (N, 4) boxes): (N, 17, 3) keypoints in image pixels.
+        The crops of all frames go through the network as one batch."""
         t0 = time.perf_counter()
         input_size = tuple(self.model.input_size)
         aspect = input_size[1] / input_size[0]
-        centers, scales = geometry.box_to_center_scale(boxes, aspect)
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
-        pixels = pixels.permute(2, 0, 1).float()  # (3, H, W)
-        crops = geometry.crop_batch(pixels, centers, scales, input_size)  # (N, 3, h, w) 0..255
-        # Channel order and normalisation of the weights, on the small crops (not the frame).
-        batch = self.model.preprocessing.normalize(crops, input_color_order=color_order)
-        batch = batch.to(self._dtype)
+        batches, geometry_per_frame = [], []
+        for image, color_order, boxes in frames:
+            if len(boxes) == 0:
+                geometry_per_frame.append(None)
+                continue
+            centers, scales = geometry.box_to_center_scale(boxes, aspect)
+            pixels = torch.from_numpy(np.ascontiguousarray(image)).to(
+                self.device, non_blocking=True
+            )
+            pixels = pixels.permute(2, 0, 1).float()  # (3, H, W)
+            crops = geometry.crop_batch(pixels, centers, scales, input_size)  # (N, 3, h, w) 0..255
+            # Channel order and normalisation of the weights, on the small crops (not the frame).
+            batches.append(self.model.preprocessing.normalize(crops, input_color_order=color_order))
+            geometry_per_frame.append((centers, scales, image.shape[:2]))
+        batch = torch.cat(batches).to(self._dtype)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
         count = batch.shape[0]
@@ -354,19 +424,28 @@ class PoseEstimator:
         heatmaps = heatmaps.cpu()  # waits for the device: the network time includes the transfer
         t2 = time.perf_counter()
         coords, scores = codec.decode_heatmaps(heatmaps, self.decode)
-        image_coords = geometry.crop_to_image(
-            coords, centers, scales, tuple(self.model.heatmap_size)
-        )
-        # A crop can reach past the image border (box padding); keypoints stay inside the image.
-        height, width = image.shape[:2]
-        image_coords[..., 0] = np.clip(image_coords[..., 0], 0, width - 1)
-        image_coords[..., 1] = np.clip(image_coords[..., 1], 0, height - 1)
-        keypoints = np.concatenate([image_coords, np.clip(scores, 0.0, 1.0)[..., None]], axis=-1)
+        scores = np.clip(scores, 0.0, 1.0)
+        results, offset = [], 0
+        for frame_geometry in geometry_per_frame:
+            if frame_geometry is None:
+                results.append(np.zeros((0, NUM_KEYPOINTS, 3), np.float32))
+                continue
+            centers, scales, (height, width) = frame_geometry
+            part = slice(offset, offset + len(centers))
+            offset += len(centers)
+            image_coords = geometry.crop_to_image(
+                coords[part], centers, scales, tuple(self.model.heatmap_size)
+            )
+            # A crop can reach past the image border (box padding); keypoints stay inside it.
+            image_coords[..., 0] = np.clip(image_coords[..., 0], 0, width - 1)
+            image_coords[..., 1] = np.clip(image_coords[..., 1], 0, height - 1)
+            keypoints = np.concatenate([image_coords, scores[part][..., None]], axis=-1)
+            results.append(keypoints.astype(np.float32))
         t3 = time.perf_counter()
         timings.crop_ms = (t1 - t0) * 1e3
         timings.network_ms = (t2 - t1) * 1e3
         timings.decode_ms = (t3 - t2) * 1e3
-        return keypoints.astype(np.float32)
+        return results
 
 
 def _check_image(image: np.ndarray, color_order: str) -> None:
