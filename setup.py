@@ -22,8 +22,9 @@ setup(
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
-        "torch>=2.1",
-        "torchvision>=0.16",
+        "Pillow>=9.0",
+        "torch>=2.5",
+        "torchvision>=0.20",
         "PyYAML>=6.0",
         "scipy>=1.10",
         "tqdm>=4.66",

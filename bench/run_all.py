@@ -1,16 +1,21 @@
-"""`make bench`: the pipeline benchmark, then the node benchmark, one after the other in one run
-(so their figures come from the same machine state). Pass --quick for a short smoke run."""
+"""`make bench`: the engines benchmark (pose network per engine, pipeline per frame, detectors,
+CPU preset, alternatives), the depth and the node benchmark, one after the other in one run (so
+their figures come from the same machine state). Pass --quick for a short smoke run."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import node_bench, pipeline_bench
+from bench import depth_bench, engines_bench, node_bench, tracking_bench
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    status = pipeline_bench.main(args)
+    status = engines_bench.main(args)
+    print()
+    status = status or depth_bench.main(args)
+    print()
+    status = status or tracking_bench.main(args)
     print()
     return status or node_bench.main(args)
 

@@ -23,11 +23,21 @@ from tqdm import tqdm
 from pose_ros.drawing import draw_persons
 from pose_ros.fileio import atomic_write
 from pose_ros.pipeline import RANDOM_WEIGHTS_PREFIX, PoseEstimator, coco_keypoint_results
+from pose_ros.tracking import (
+    DEFAULT_REUSE_SCORE_THRESHOLD,
+    PoseTracker,
+    SmoothingConfig,
+    TrackingConfig,
+    track_frame,
+)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
 log = logging.getLogger("pose_ros.cli")
+
+#: Frame rate assumed for an image sequence (and a video that does not say).
+DEFAULT_SEQUENCE_FPS = 30.0
 
 
 @dataclass
@@ -105,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{source}: no such file or folder")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
+    # Frames of a video are a sequence; a folder is one only when the user says so (--tracking).
+    tracking_on = is_video if args.tracking is None else args.tracking
+    tracker = build_tracker(args, tracking_on) if tracking_on else None
+    if args.detector_interval > 1 and tracker is None:
+        raise ValueError("--detector-interval > 1 needs tracking (a video, or --tracking)")
     estimator = PoseEstimator.from_names(
         args.model,
         detector=args.detector,
@@ -112,16 +128,23 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         fp16=args.fp16,
         allow_random_weights=args.allow_random_weights,
-        score_threshold=args.score_threshold,
+        # With tracking the detector keeps low boxes too: ByteTrack's second stage uses them.
+        score_threshold=(
+            tracker.tracking.low_score_threshold if tracker is not None else args.score_threshold
+        ),
         max_persons=args.max_persons,
         flip_test=args.flip_test,
         decode=args.decode,
+        engine=args.engine,
+        detector_engine=args.detector_engine,
+        cpu_threads=args.cpu_threads,
     )
     print(f"pose-ros-infer: {estimator.describe()}")
-    is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
     writer = None
+    fps = args.fps
     if is_video:
-        fps, total = _video_properties(source)
+        video_fps, total = _video_properties(source)
+        fps = video_fps if args.fps is None else args.fps
         frames = iter_video_frames(source)
     else:
         images = collect_images(source)
@@ -134,7 +157,12 @@ def run(args: argparse.Namespace) -> int:
     results_path = output / "results.json"
     try:
         for frame in tqdm(frames, total=total or None, unit="frame", disable=total <= 1):
-            persons = estimator(frame.image_bgr, color_order="BGR")
+            if tracker is not None:
+                # Frame times from the frame rate: the tracker's clock (max age, smoothing).
+                stamp = processed / (fps or DEFAULT_SEQUENCE_FPS)
+                persons = track_frame(estimator, tracker, frame.image_bgr, stamp, color_order="BGR")
+            else:
+                persons = estimator(frame.image_bgr, color_order="BGR")
             annotated = draw_persons(
                 frame.image_bgr,
                 persons,
@@ -146,12 +174,19 @@ def run(args: argparse.Namespace) -> int:
                     height, width = annotated.shape[:2]
                     video_path = output / f"{source.stem}_pose.mp4"
                     writer = cv2.VideoWriter(
-                        str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+                        str(video_path),
+                        cv2.VideoWriter_fourcc(*"mp4v"),
+                        fps or DEFAULT_SEQUENCE_FPS,
+                        (width, height),
                     )
                 writer.write(annotated)
             else:
                 cv2.imwrite(str(output / f"{Path(frame.name).stem}_pose.jpg"), annotated)
-            results.extend(coco_keypoint_results(persons, frame.image_id, decimals=5))
+            entries = coco_keypoint_results(persons, frame.image_id, decimals=5)
+            if tracker is not None:
+                for entry, person in zip(entries, persons, strict=True):
+                    entry["track_id"] = person.track_id
+            results.extend(entries)
             persons_total += len(persons)
             processed += 1
     finally:
@@ -160,6 +195,12 @@ def run(args: argparse.Namespace) -> int:
             writer.release()
         with atomic_write(results_path, "w") as stream:
             json.dump(results, stream)
+    if tracker is not None:
+        stats = tracker.stats
+        print(
+            f"pose-ros-infer: tracking: {stats.tracks_started} track(s) started, detector on "
+            f"{stats.detector_runs} of {stats.frames} frame(s) (interval {args.detector_interval})"
+        )
     print(
         f"pose-ros-infer: {processed} frame(s), {persons_total} person(s); "
         f"results: {results_path}; annotated output in {output}/"
@@ -167,6 +208,28 @@ def run(args: argparse.Namespace) -> int:
     if estimator.uses_random_weights:
         print("pose-ros-infer: WARNING: random weights were used, the keypoints are meaningless")
     return 0 if processed else 1
+
+
+def build_tracker(args: argparse.Namespace, enabled: bool = True) -> PoseTracker:
+    """The tracker the options describe (the detector's threshold is the high threshold)."""
+    tracking = TrackingConfig(
+        enabled=enabled,
+        min_hits=args.min_hits,
+        max_age_sec=args.max_age,
+        iou_weight=args.iou_weight,
+        match_threshold=args.match_threshold,
+        score_threshold=args.score_threshold,
+        low_score_threshold=min(TrackingConfig.low_score_threshold, args.score_threshold),
+    )
+    smoothing = SmoothingConfig(
+        enabled=args.smoothing, min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff
+    )
+    return PoseTracker(
+        tracking,
+        smoothing,
+        detector_interval=args.detector_interval,
+        reuse_score_threshold=args.reuse_score_threshold,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +255,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument(
+        "--engine",
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        default="auto",
+        help="pose network engine (auto: ONNX Runtime on the CPU, PyTorch fp16 on CUDA)",
+    )
+    parser.add_argument(
+        "--detector-engine",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="torchvision detector backbone engine (auto: ONNX Runtime on the CPU)",
+    )
+    parser.add_argument(
+        "--cpu-threads", type=int, default=0, help="PyTorch / ONNX Runtime threads; 0 = all cores"
+    )
+    parser.add_argument(
         "--fp16", action=argparse.BooleanOptionalAction, default=None, help="half precision (CUDA)"
     )
     parser.add_argument("--flip-test", action="store_true", help="average with the mirrored crops")
@@ -201,6 +279,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-persons", type=int, default=20)
     parser.add_argument("--keypoint-threshold", type=float, default=0.3, help="drawing threshold")
+    track = parser.add_argument_group(
+        "tracking", "track ids, One-Euro smoothing and detector reuse (README: Tracking)"
+    )
+    track.add_argument(
+        "--tracking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="track persons across frames and write track_id in the JSON (default: on for "
+        "videos; give it for a folder that is an image sequence, in file-name order)",
+    )
+    defaults, smooth = TrackingConfig(), SmoothingConfig()
+    track.add_argument("--min-hits", type=int, default=defaults.min_hits)
+    track.add_argument(
+        "--max-age", type=float, default=defaults.max_age_sec, help="seconds a track lives unseen"
+    )
+    track.add_argument("--iou-weight", type=float, default=defaults.iou_weight)
+    track.add_argument("--match-threshold", type=float, default=defaults.match_threshold)
+    track.add_argument("--smoothing", action=argparse.BooleanOptionalAction, default=True)
+    track.add_argument("--min-cutoff", type=float, default=smooth.min_cutoff, help="Hz")
+    track.add_argument("--beta", type=float, default=smooth.beta)
+    track.add_argument("--d-cutoff", type=float, default=smooth.d_cutoff, help="Hz")
+    track.add_argument(
+        "--detector-interval",
+        type=int,
+        default=1,
+        help="run the detector every N-th frame; in between reuse the tracks' boxes",
+    )
+    track.add_argument("--reuse-score-threshold", type=float, default=DEFAULT_REUSE_SCORE_THRESHOLD)
+    track.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help=f"frame rate of the sequence (default: the video's, {DEFAULT_SEQUENCE_FPS:g} "
+        "for images)",
+    )
     return parser
 
 
@@ -211,10 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     # not a traceback.
     from pose_ros.detection import DetectorError
     from pose_ros.models import CheckpointError
+    from pose_ros.runtime import RuntimeBackendError
 
     try:
         return run(args)
-    except (InputError, CheckpointError, DetectorError, ValueError) as error:
+    except (InputError, CheckpointError, DetectorError, RuntimeBackendError, ValueError) as error:
         print(f"pose-ros-infer: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,6 +17,9 @@ from pose_ros.keypoints import flip_permutation
 
 DecodeMethod = Literal["quarter", "dark"]
 DECODE_METHODS: tuple[str, ...] = ("quarter", "dark")
+#: Whose post-processing the quarter offset follows (see :func:`decode_heatmaps`).
+DecodeRule = Literal["mmpose", "microsoft"]
+DECODE_RULES: tuple[str, ...] = ("mmpose", "microsoft")
 
 #: Gaussian of the training targets at 64x48, as in Simple Baselines.
 DEFAULT_SIGMA = 2.0
@@ -82,17 +85,28 @@ def decode_heatmaps(
     heatmaps: np.ndarray | torch.Tensor,
     method: DecodeMethod = "quarter",
     *,
+    rule: DecodeRule = "mmpose",
     dark_blur_kernel: int = 11,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keypoint positions and scores from heatmaps.
+    """Keypoint positions and scores from heatmaps, decoded as the weights' authors decoded.
 
-    ``"quarter"``: the argmax, moved a quarter pixel toward the higher neighbour in x and in y
-    (Simple Baselines). ``"dark"``: the argmax refined by a second-order Taylor expansion of the
-    log heatmap after a Gaussian blur ("Distribution-Aware Coordinate Representation", DARK).
+    ``"quarter"``: the argmax, moved a quarter pixel toward the higher neighbour (Simple
+    Baselines). ``rule`` says when: ``"mmpose"`` (mmpose's ``refine_keypoints``) decides per axis,
+    x when ``1 < x < W - 1 and 0 < y < H``, y when ``1 < y < H - 1 and 0 < x < W``;
+    ``"microsoft"`` (the reference's ``get_final_preds``) moves both coordinates only when the
+    peak is inside on both axes (``1 < x < W - 1 and 1 < y < H - 1``), else neither.
+
+    ``"dark"``: the argmax refined by one Newton step on the log of the blurred heatmap
+    ("Distribution-Aware Coordinate Representation", DARK), exactly as the DARK authors' code
+    and mmpose's ``refine_keypoints_dark`` (the same formulas under both rules): first derivatives
+    ``0.5 * (h[x+1] - h[x-1])``, second derivatives over two pixels ``0.25 * (h[x+2] - 2 h[x] +
+    h[x-2])``, applied when ``1 < x < W - 2 and 1 < y < H - 2`` and the Hessian is invertible.
 
     Args:
         heatmaps: (N, K, H, W) array or tensor (any device).
         method: "quarter" or "dark".
+        rule: "mmpose" or "microsoft" (see above); ``model.preprocessing.decode_rule`` records the
+            rule of a model's weights.
         dark_blur_kernel: odd Gaussian blur kernel size for DARK (11 suits sigma 2 at 64x48).
 
     Returns:
@@ -101,6 +115,8 @@ def decode_heatmaps(
     """
     if method not in DECODE_METHODS:
         raise ValueError(f"unknown decode method {method!r}; choose one of {DECODE_METHODS}")
+    if rule not in DECODE_RULES:
+        raise ValueError(f"unknown decode rule {rule!r}; choose one of {DECODE_RULES}")
     if isinstance(heatmaps, torch.Tensor):
         heatmaps = heatmaps.detach().float().cpu().numpy()
     heatmaps = np.asarray(heatmaps, dtype=np.float32)
@@ -113,74 +129,119 @@ def decode_heatmaps(
     coords = np.stack([index % width, index // width], axis=-1).astype(np.float32)
     # A heatmap with no positive value carries no position: leave it at the argmax, score <= 0.
     if method == "quarter":
-        _quarter_offset(heatmaps, coords)
+        _quarter_offset(heatmaps, coords, rule)
     else:
         coords = _dark_refine(heatmaps, coords, dark_blur_kernel)
     return coords, scores.astype(np.float32)
 
 
-def _quarter_offset(heatmaps: np.ndarray, coords: np.ndarray) -> None:
-    """In place: shift each argmax a quarter pixel toward its higher neighbour (x and y)."""
+def decode_heatmaps_torch(
+    heatmaps: torch.Tensor, *, rule: DecodeRule = "mmpose"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``"quarter"`` decoding of :func:`decode_heatmaps` in torch, on the heatmaps' device
+    (the GPU path: only the (N, K, 3) result needs to leave the device). Same numbers as the
+    numpy version: first maximum on ties, the same ``rule`` for when to move.
+
+    Args:
+        heatmaps: (N, K, H, W) float tensor.
+        rule: "mmpose" or "microsoft", as in :func:`decode_heatmaps`.
+
+    Returns:
+        coords (N, K, 2) float32 in heatmap pixels and scores (N, K) float32, on that device.
+    """
+    if heatmaps.ndim != 4:
+        raise ValueError(f"heatmaps must be (N, K, H, W), got shape {tuple(heatmaps.shape)}")
+    if rule not in DECODE_RULES:
+        raise ValueError(f"unknown decode rule {rule!r}; choose one of {DECODE_RULES}")
+    heatmaps = heatmaps.float()
+    n, k, height, width = heatmaps.shape
+    flat = heatmaps.reshape(n, k, -1)
+    # torch.max gives the first maximal index on the CPU and on CUDA alike, as numpy's argmax.
+    scores, index = flat.max(dim=2)
+    px, py = index % width, torch.div(index, width, rounding_mode="floor")
+
+    def at(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, (y * width + x)[..., None])[..., 0]
+
+    inner_x = (px > 1) & (px < width - 1)
+    inner_y = (py > 1) & (py < height - 1)
+    if rule == "microsoft":
+        move_x = move_y = inner_x & inner_y
+    else:  # mmpose: per axis (its y > 0 / x > 0 conditions included)
+        move_x = inner_x & (py > 0)
+        move_y = inner_y & (px > 0)
+    diff_x = at(py, (px + 1).clamp(max=width - 1)) - at(py, (px - 1).clamp(min=0))
+    diff_y = at((py + 1).clamp(max=height - 1), px) - at((py - 1).clamp(min=0), px)
+    x = px.float() + torch.where(move_x, torch.sign(diff_x) * 0.25, 0.0)
+    y = py.float() + torch.where(move_y, torch.sign(diff_y) * 0.25, 0.0)
+    return torch.stack([x, y], dim=-1), scores
+
+
+def _quarter_offset(heatmaps: np.ndarray, coords: np.ndarray, rule: str) -> None:
+    """In place: shift each argmax a quarter pixel toward its higher neighbour, by ``rule``."""
     n, k, height, width = heatmaps.shape
     px = coords[..., 0].astype(np.int64)
     py = coords[..., 1].astype(np.int64)
     ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
-    # The reference moves only when both neighbours exist (1 < p < size - 1).
     inner_x = (px > 1) & (px < width - 1)
     inner_y = (py > 1) & (py < height - 1)
+    if rule == "microsoft":
+        move_x = move_y = inner_x & inner_y
+    else:  # mmpose: per axis (its y > 0 / x > 0 conditions included)
+        move_x = inner_x & (py > 0)
+        move_y = inner_y & (px > 0)
     xr = np.clip(px + 1, 0, width - 1)
     xl = np.clip(px - 1, 0, width - 1)
     yd = np.clip(py + 1, 0, height - 1)
     yu = np.clip(py - 1, 0, height - 1)
     diff_x = heatmaps[ni, ki, py, xr] - heatmaps[ni, ki, py, xl]
     diff_y = heatmaps[ni, ki, yd, px] - heatmaps[ni, ki, yu, px]
-    coords[..., 0] += np.where(inner_x, np.sign(diff_x) * 0.25, 0.0)
-    coords[..., 1] += np.where(inner_y, np.sign(diff_y) * 0.25, 0.0)
+    coords[..., 0] += np.where(move_x, np.sign(diff_x) * 0.25, 0.0)
+    coords[..., 1] += np.where(move_y, np.sign(diff_y) * 0.25, 0.0)
 
 
 def _dark_refine(heatmaps: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray:
-    """DARK: Newton step on the log of the blurred heatmap at the integer argmax."""
+    """DARK as its authors (and mmpose) compute it; see :func:`decode_heatmaps`."""
     if kernel % 2 != 1 or kernel < 1:
         raise ValueError(f"dark_blur_kernel must be a positive odd number, got {kernel}")
-    n, k = heatmaps.shape[:2]
+    n, k, height, width = heatmaps.shape
     blurred = np.empty_like(heatmaps)
     for i in range(n):
         for j in range(k):
             original_max = heatmaps[i, j].max()
-            # Zero border (as DARK pads): a reflected border would mirror peaks near the edge.
+            # Zero border, as the authors pad by the kernel radius before blurring.
             smooth = cv2.GaussianBlur(
                 heatmaps[i, j], (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT
             )
-            # Keep the peak height (DARK's modulation) so the log has the same scale.
+            # Keep the peak height (DARK's modulation); an all-zero heatmap stays zero.
             smooth_max = smooth.max()
             if smooth_max > 0:
                 smooth *= original_max / smooth_max
             blurred[i, j] = smooth
     log_hm = np.log(np.maximum(blurred, 1e-10))
-    # Pad by one (edge values) so every argmax has neighbours; border peaks get a zero derivative.
-    padded = np.pad(log_hm, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-    x = coords[..., 0].astype(np.int64) + 1
-    y = coords[..., 1].astype(np.int64) + 1
+    # Pad by two so the indexing below stays in range; the inside test excludes padded values.
+    padded = np.pad(log_hm, ((0, 0), (0, 0), (2, 2), (2, 2)), mode="edge")
+    px = coords[..., 0].astype(np.int64)
+    py = coords[..., 1].astype(np.int64)
+    inside = (px > 1) & (px < width - 2) & (py > 1) & (py < height - 2)
     ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
 
     def at(dy: int, dx: int) -> np.ndarray:
-        return padded[ni, ki, y + dy, x + dx]
+        return padded[ni, ki, py + 2 + dy, px + 2 + dx].astype(np.float64)
 
     center = at(0, 0)
     dx = 0.5 * (at(0, 1) - at(0, -1))
     dy = 0.5 * (at(1, 0) - at(-1, 0))
-    dxx = at(0, 1) - 2 * center + at(0, -1)
-    dyy = at(1, 0) - 2 * center + at(-1, 0)
-    dxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    dxx = 0.25 * (at(0, 2) - 2 * center + at(0, -2))
+    dyy = 0.25 * (at(2, 0) - 2 * center + at(-2, 0))
+    dxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
     det = dxx * dyy - dxy**2
-    # Newton step only where the Hessian is negative definite (a proper maximum).
-    valid = (det > 1e-12) & (dxx < 0)
+    valid = inside & (det != 0)
     safe_det = np.where(valid, det, 1.0)
+    # -H^-1 g with H^-1 = [[dyy, -dxy], [-dxy, dxx]] / det
     step_x = -(dyy * dx - dxy * dy) / safe_det
     step_y = -(dxx * dy - dxy * dx) / safe_det
-    # A step longer than a pixel means the quadratic model does not hold there.
-    valid &= (np.abs(step_x) <= 1.0) & (np.abs(step_y) <= 1.0)
-    refined = coords.copy()
+    refined = coords.astype(np.float64)
     refined[..., 0] += np.where(valid, step_x, 0.0)
     refined[..., 1] += np.where(valid, step_y, 0.0)
     return refined.astype(np.float32)

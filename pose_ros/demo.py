@@ -5,12 +5,17 @@
 
 Starts the installed ``pose_node`` in its own process (as ``ros2 launch`` would, with the
 installed config/pose.yaml), publishes drawn frames of a waving figure (pose_ros.demo_scene) on
-its image topic over DDS, collects ``/pose_demo/poses`` and the node's annotated images, and
-writes to the output folder:
+its image topic over DDS, together with the registered depth image of the figure (16UC1
+millimetres: the figure 2.0 m in front of the camera, the room behind it at 4.0 m, same header
+stamp) and a camera_info, as an RGB-D camera driver would; collects ``/pose_demo/poses`` (with 3D
+keypoint positions, ``use_depth:=true``) and the node's annotated images, and writes to the output
+folder:
 
 * ``frames/frame_NNN.png``: the annotated frames as the node published them on poses/image;
-* ``poses.json``: per frame the stamp, latency, persons (box, scores, 17 keypoints) and the
-  keypoints the figure was drawn from;
+* ``poses.json``: per frame the stamp, latency, persons (box, scores, 17 keypoints, their 3D
+  positions and the person's centre) and the keypoints the figure was drawn from; the summary
+  reports the pixel error and the 3D error in metres against the drawn figure (``--no-depth``
+  runs without depth);
 * ``pose_node.log``: the node's log.
 
 Without trained weights (no ``--model``, nothing in the checkpoint cache) it says so and runs
@@ -29,17 +34,20 @@ from typing import Any
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
-from pose_ros.demo_scene import demo_frames
+from pose_ros.camera import PinholeCamera
+from pose_ros.demo_scene import FIGURE_DISTANCE_M, WALL_DISTANCE_M, demo_frames, render_depth
 from pose_ros.msg import PersonPoseArray
-from pose_ros.ros.conversions import array_to_image_msg
+from pose_ros.ros.conversions import array_to_image_msg, depth_array_to_msg
 from pose_ros.ros.harness import Peer, make_header, reliable, running_pose_node
 from pose_ros.ros.params import DEFAULT_MODEL
 
 NAMESPACE = "/pose_demo"
 FRAME_ID = "demo_camera_optical_frame"
 RANDOM_MODEL = "random:simplebaseline_res18"
+#: The demo's camera: a typical 640x480 RGB-D colour camera (about 63 degrees horizontal view).
+DEMO_CAMERA = PinholeCamera(fx=525.0, fy=525.0, cx=319.5, cy=239.5, width=640, height=480)
 
 
 def choose_model(requested: str | None) -> tuple[str, bool, str]:
@@ -83,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         # Raw 640x480 frames are larger than Fast DDS's shared-memory segment; a reliable
         # subscription makes sure none is lost on the way (cameras: see README, QoS).
         "qos.reliability": "reliable",
+        "use_depth": args.depth,
     }
     if random_weights:
         # Untrained scores are low: draw every keypoint anyway, so the (meaningless) skeleton
@@ -90,21 +99,50 @@ def run(args: argparse.Namespace) -> int:
         parameters["debug_image.keypoint_threshold"] = 0.0
         parameters["markers.keypoint_threshold"] = 0.0
     frames = list(demo_frames(args.frames, fps=args.fps))
+    if args.depth:
+        # Millimetres, as RGB-D drivers publish (16UC1, REP 118).
+        depths = [np.round(render_depth(truth) * 1000).astype(np.uint16) for _, truth in frames]
+    else:
+        depths = [None] * len(frames)
     print(f"starting pose_node ({NAMESPACE}), log: {output / 'pose_node.log'}", flush=True)
     with running_pose_node(output / "pose_node.log", NAMESPACE, parameters) as node:
         peer = Peer("pose_demo")
         try:
-            result = _exchange(peer, node, frames, args.fps)
+            result = _exchange(peer, node, frames, depths, args.fps)
         finally:
             peer.close()
     sent_at, answers, images = result
     return _report(output, args, model, random_weights, frames, sent_at, answers, images)
 
 
-def _exchange(peer: Peer, node: Any, frames: list, fps: float) -> tuple[dict, dict, dict]:
-    """Publish the frames at ``fps`` and collect answers: (stamp → send time, stamp → (poses,
-    arrival time), stamp → annotated image)."""
+def _camera_info(header: Any) -> CameraInfo:
+    camera = DEMO_CAMERA
+    info = CameraInfo(header=header, width=camera.width, height=camera.height)
+    info.distortion_model = "plumb_bob"
+    info.d = [0.0] * 5
+    info.k = [camera.fx, 0.0, camera.cx, 0.0, camera.fy, camera.cy, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [camera.fx, 0.0, camera.cx, 0.0, 0.0, camera.fy, camera.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+def _exchange(
+    peer: Peer, node: Any, frames: list, depths: list, fps: float
+) -> tuple[dict, dict, dict]:
+    """Publish the frames (with their depth images and a camera_info, same stamp) at ``fps`` and
+    collect answers: (stamp → send time, stamp → (poses, arrival time), stamp → annotated
+    image)."""
     publisher = peer.node.create_publisher(Image, f"{NAMESPACE}/image", reliable(5))
+    depth_publisher = peer.node.create_publisher(Image, f"{NAMESPACE}/depth", reliable(5))
+    info_publisher = peer.node.create_publisher(CameraInfo, f"{NAMESPACE}/camera_info", reliable(5))
+
+    def publish(rgb: np.ndarray, depth: np.ndarray | None, header: Any) -> None:
+        # A driver's order: calibration, depth, then colour (the node pairs them by stamp).
+        info_publisher.publish(_camera_info(header))
+        if depth is not None:
+            depth_publisher.publish(depth_array_to_msg(depth, "16UC1", header=header))
+        publisher.publish(array_to_image_msg(rgb, "rgb8", header=header))
+
     answers: dict[tuple[int, int], tuple[PersonPoseArray, float]] = {}
     images: dict[tuple[int, int], Image] = {}
     peer.node.create_subscription(
@@ -121,20 +159,23 @@ def _exchange(peer: Peer, node: Any, frames: list, fps: float) -> tuple[dict, di
     )
     # Warm-up: until the node answers with an annotated image, discovery is complete both ways and
     # the first (slow) inference is behind us. Not counted.
-    warmup = array_to_image_msg(frames[0][0], "rgb8", header=_wall_header(1.0))
-    warmup_key = _stamp_key(warmup.header)
+    warmup_header = _wall_header(1.0)
+    warmup_key = _stamp_key(warmup_header)
     if not peer.publish_until(
-        lambda: publisher.publish(warmup), lambda: warmup_key in images, timeout=60, period=1.0
+        lambda: publish(frames[0][0], depths[0], warmup_header),
+        lambda: warmup_key in images,
+        timeout=60,
+        period=1.0,
     ):
         raise RuntimeError(f"pose_node did not answer within 60 s:\n{node.log()[-3000:]}")
 
     sent_at: dict[tuple[int, int], float] = {}
     start = time.monotonic()
-    for index, (rgb, _) in enumerate(frames):
+    for index, ((rgb, _), depth) in enumerate(zip(frames, depths, strict=True)):
         now = time.time()
-        msg = array_to_image_msg(rgb, "rgb8", header=_wall_header(now))
-        sent_at[_stamp_key(msg.header)] = now
-        publisher.publish(msg)
+        header = _wall_header(now)
+        sent_at[_stamp_key(header)] = now
+        publish(rgb, depth, header)
         peer.spin_for(max(0.0, start + (index + 1) / fps - time.monotonic()))
     # The node keeps only the newest frame while busy: wait for the last one, not for all.
     last = list(sent_at)[-1]
@@ -154,6 +195,8 @@ def _report(
     images: dict,
 ) -> int:
     records, latencies, errors, persons = [], [], [], 0
+    errors_3d: list[float] = []  # metres, per keypoint with a position
+    with_position = keypoints_total = 0
     for index, (key, sent) in enumerate(sent_at.items()):
         truth = frames[index][1]
         record: dict[str, Any] = {
@@ -172,6 +215,15 @@ def _report(
             if msg.persons:
                 best = np.array([[k.x, k.y] for k in msg.persons[0].keypoints])
                 errors.append(float(np.linalg.norm(best - truth, axis=1).mean()))
+            if msg.persons and args.depth:
+                # The truth in 3D: the drawn keypoints back-projected at the figure's distance.
+                truth_3d = DEMO_CAMERA.back_project(truth, FIGURE_DISTANCE_M)
+                for keypoint, point in zip(msg.persons[0].keypoints, truth_3d, strict=True):
+                    keypoints_total += 1
+                    if keypoint.has_position:
+                        with_position += 1
+                        got = (keypoint.position.x, keypoint.position.y, keypoint.position.z)
+                        errors_3d.append(float(np.linalg.norm(np.subtract(got, point))))
         if key in images:
             image = images[key]
             pixels = np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 3)
@@ -193,6 +245,14 @@ def _report(
         "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1) if latencies else None,
         "latency_ms_p90": round(float(np.percentile(latencies, 90)), 1) if latencies else None,
         "mean_keypoint_error_px": round(float(np.mean(errors)), 1) if errors else None,
+        "depth": args.depth,
+        "keypoints_with_position": (
+            round(with_position / keypoints_total, 3) if keypoints_total else None
+        ),
+        "mean_keypoint_error_3d_m": round(float(np.mean(errors_3d)), 3) if errors_3d else None,
+        "median_keypoint_error_3d_m": (
+            round(float(np.median(errors_3d)), 3) if errors_3d else None
+        ),
     }
     (output / "poses.json").write_text(
         json.dumps({"summary": summary, "frames": records}, indent=1)
@@ -215,6 +275,19 @@ def _report(
         note = " (meaningless: random weights)" if random_weights else ""
         error_px = summary["mean_keypoint_error_px"]
         print(f"  mean keypoint error vs the drawn figure: {error_px} px{note}")
+    if args.depth:
+        share = summary["keypoints_with_position"]
+        print(
+            f"  depth: figure at {FIGURE_DISTANCE_M:g} m before a wall at {WALL_DISTANCE_M:g} m; "
+            f"keypoints with a 3D position: {100 * (share or 0):.0f}%"
+        )
+        if errors_3d:
+            note = " (meaningless: random weights)" if random_weights else ""
+            print(
+                "  3D keypoint error vs the figure: mean "
+                f"{summary['mean_keypoint_error_3d_m']} m, median "
+                f"{summary['median_keypoint_error_3d_m']} m over {len(errors_3d)} keypoints{note}"
+            )
     annotated = summary["annotated_images"]
     print(f"  output: {output}/frames/ ({annotated} annotated frames), {output}/poses.json")
     if random_weights:
@@ -223,7 +296,19 @@ def _report(
 
 
 def _person_json(person: Any) -> dict[str, Any]:
+    positions = [
+        [round(k.position.x, 4), round(k.position.y, 4), round(k.position.z, 4)]
+        if k.has_position
+        else None
+        for k in person.keypoints
+    ]
+    center = person.center
     return {
+        "id": person.id,
+        "positions_m": positions,
+        "center_m": [round(center.x, 4), round(center.y, 4), round(center.z, 4)]
+        if person.has_center
+        else None,
         "score": round(person.score, 4),
         "box_score": round(person.box_score, 4),
         "box_xywh": [
@@ -248,6 +333,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--frames", type=int, default=40, help="number of frames (default 40)")
     parser.add_argument("--fps", type=float, default=10.0, help="publishing rate (default 10)")
+    parser.add_argument(
+        "--no-depth",
+        dest="depth",
+        action="store_false",
+        help="publish colour only (no depth image, no 3D positions)",
+    )
     args = parser.parse_args(argv)
     if args.frames < 1 or args.fps <= 0:
         parser.error("--frames must be >= 1 and --fps > 0")

@@ -71,14 +71,28 @@ def figure_keypoints(t: float, width: int = 640, height: int = 480) -> np.ndarra
     return points
 
 
-def render_figure(keypoints: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB frame: a room and the figure drawn from ``keypoints``."""
+def render_room(width: int = 640, height: int = 480) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB frame of the empty room (wall gradient and floor)."""
     frame = np.empty((height, width, 3), np.uint8)
     wall = np.linspace(205, 170, height)[:, None]
     frame[...] = np.stack([wall, wall * 0.97, wall * 0.9], axis=-1).astype(np.uint8)
     floor_y = int(0.86 * height)
     frame[floor_y:] = (120, 100, 80)
-    unit = height / 480.0
+    return frame
+
+
+def render_figure(
+    keypoints: np.ndarray,
+    width: int = 640,
+    height: int = 480,
+    *,
+    scale: float = 1.0,
+    background: np.ndarray | None = None,
+) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB frame: a room (or a copy of ``background``) and the figure drawn
+    from ``keypoints``, its limbs as thick as a figure ``scale`` times the full size."""
+    frame = render_room(width, height) if background is None else background.copy()
+    unit = height / 480.0 * scale
 
     def pt(name: str) -> tuple[int, int]:
         x, y = keypoints[_ID[name]]
@@ -125,6 +139,31 @@ def render_figure(keypoints: np.ndarray, width: int = 640, height: int = 480) ->
     return frame
 
 
+#: The demo camera: the figure stands this far in front of it (metres), before a wall this far.
+FIGURE_DISTANCE_M = 2.0
+WALL_DISTANCE_M = 4.0
+
+
+def render_depth(
+    keypoints: np.ndarray,
+    width: int = 640,
+    height: int = 480,
+    *,
+    figure_m: float = FIGURE_DISTANCE_M,
+    wall_m: float = WALL_DISTANCE_M,
+) -> np.ndarray:
+    """(H, W) float32 metres: the depth image registered to ``render_figure(keypoints)``, as an
+    RGB-D camera aligned to the colour camera sees it: every pixel of the figure at ``figure_m``
+    (a flat cut-out, so the true depth of each keypoint on it is exactly ``figure_m``), the room
+    behind it (wall and floor) at ``wall_m``."""
+    figure = render_figure(keypoints, width, height)
+    # The room alone: the same drawing with the figure moved out of the picture.
+    room = render_figure(np.asarray(keypoints) + 10.0 * (width + height), width, height)
+    depth = np.full((height, width), wall_m, np.float32)
+    depth[(figure != room).any(axis=-1)] = figure_m
+    return depth
+
+
 def demo_frames(
     count: int, *, width: int = 640, height: int = 480, fps: float = 10.0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -132,3 +171,35 @@ def demo_frames(
     for index in range(count):
         keypoints = figure_keypoints(index / fps, width, height)
         yield render_figure(keypoints, width, height), keypoints
+
+
+def two_figure_keypoints(t: float, width: int = 640, height: int = 480) -> list[np.ndarray]:
+    """(17, 2) keypoints of two figures at time ``t`` seconds, each 0.55 of the full size, walking
+    slowly in opposite directions on either half of the frame (they never meet)."""
+    figures = []
+    for index, (home, direction) in enumerate(((0.27, 1.0), (0.73, -1.0))):
+        points = figure_keypoints(t + 0.7 * index, width, height)
+        centre = np.array([width / 2, 0.5 * height])
+        x = width * home + direction * 12 * (height / 480.0) * t
+        points = (points - centre) * TWO_FIGURE_SCALE + (x, 0.55 * height)
+        figures.append(points)
+    return figures
+
+
+#: Size of each figure of :func:`two_figure_frames` relative to the single demo figure.
+TWO_FIGURE_SCALE = 0.55
+
+
+def two_figure_frames(
+    count: int, *, width: int = 640, height: int = 480, fps: float = 10.0
+) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """``count`` frames at ``fps`` with two moving figures: (RGB frame, [(17, 2) keypoints of
+    each figure]), for tracking tests."""
+    for index in range(count):
+        figures = two_figure_keypoints(index / fps, width, height)
+        frame = render_room(width, height)
+        for keypoints in figures:
+            frame = render_figure(
+                keypoints, width, height, scale=TWO_FIGURE_SCALE, background=frame
+            )
+        yield frame, figures

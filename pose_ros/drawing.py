@@ -45,6 +45,8 @@ def draw_persons(
         persons: results of the pipeline (box, box_score, score, keypoints (17, 3)).
         keypoint_threshold: keypoints and limbs below this score are not drawn.
         color_order: channel order of ``image`` (the drawing colours follow it).
+        draw_scores: write each person's score above its box (the track id, ``id N``, is written
+            there whenever the person has one).
 
     Returns:
         (H, W, 3) uint8 copy with boxes, skeletons and person scores drawn.
@@ -70,10 +72,14 @@ def draw_persons(
                 thickness,
                 cv2.LINE_AA,
             )
-            if draw_scores:
+            if draw_scores or person.track_id >= 0:
+                # The track id first (stable across frames), then the score.
+                label = f"id {person.track_id}" if person.track_id >= 0 else ""
+                if draw_scores:
+                    label = f"{label} {person.score:.2f}".strip()
                 cv2.putText(
                     canvas,
-                    f"{person.score:.2f}",
+                    label,
                     (round(x), max(round(y) - 4, 10)),
                     cv2.FONT_HERSHEY_SIMPLEX,
                     0.4 * thickness,

@@ -8,15 +8,17 @@ test in the same batch) → heatmap decoding → image pixels → rescoring.
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
-from pose_ros import codec, geometry
+from pose_ros import _requirements, codec, geometry
 from pose_ros.images import check_image
 from pose_ros.keypoints import COCO_PERSON_CATEGORY_ID, NUM_KEYPOINTS
 
@@ -24,8 +26,15 @@ if TYPE_CHECKING:
     from pose_ros.detection import PersonDetector
     from pose_ros.models import Preprocessing
 
+# PyTorch comes from pip for ROS users: a too-old one gets a clear message, not an AttributeError.
+_requirements.check_torch()
+
 #: Prefix of a model name that asks for untrained weights (tests, demos without weights).
 RANDOM_WEIGHTS_PREFIX = "random:"
+
+logger = logging.getLogger(__name__)
+#: Smallest image side (pixels) the pipeline accepts; the node refuses smaller frames as bad input.
+MIN_IMAGE_SIDE = 2
 
 
 class PoseNetwork(Protocol):
@@ -116,10 +125,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             resolved = torch.device(device)
         except RuntimeError as error:
             raise ValueError(f"invalid device {device!r}: {error}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"device {device!r}: only 'cpu', 'cuda' and 'cuda:N' are supported")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r} asked for, but CUDA is not available on this machine "
+                "(use device 'cpu' or 'auto')"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device {str(device)!r} does not exist: this machine has {count} CUDA "
+                f"device(s), cuda:0 to cuda:{count - 1}"
+            )
+        if resolved.index is None:  # one name for one GPU (runners, streams, comparisons)
+            resolved = torch.device("cuda", torch.cuda.current_device())
     return resolved
 
 
@@ -180,6 +201,15 @@ class PoseEstimator:
         decode: "quarter" (argmax + quarter offset) or "dark".
         keypoint_score_threshold: keypoints counted in the person score (the reference's 0.2).
         max_persons: at most this many persons per frame, highest box scores first.
+        device_decode: decode the heatmaps on the device (torch; only (N, 17, 3) goes back to the
+            host) rather than with the numpy codec; default on for CUDA. Same results.
+        copy_model: the caller's module is never changed: when it needs another device,
+            precision, memory layout or eval mode, the estimator works on a copy (default None:
+            copy only then). False hands the module over to be changed in place (saves the copy's
+            memory; :meth:`from_names` does so with the model it loaded itself).
+
+    The network is ``self.model`` (the module or runner actually run); ``self.engine`` says what
+    runs it (``torch``, ``onnxruntime``, ``tensorrt``).
     """
 
     def __init__(
@@ -193,6 +223,8 @@ class PoseEstimator:
         decode: str = "quarter",
         keypoint_score_threshold: float = 0.2,
         max_persons: int = 20,
+        device_decode: bool | None = None,
+        copy_model: bool | None = None,
     ) -> None:
         if decode not in codec.DECODE_METHODS:
             raise ValueError(f"decode must be one of {codec.DECODE_METHODS}, got {decode!r}")
@@ -210,21 +242,64 @@ class PoseEstimator:
         self.fp16 = self.device.type == "cuda" if fp16 is None else bool(fp16)
         if self.fp16 and self.device.type != "cuda":
             raise ValueError("fp16 needs a CUDA device; use fp16=False on the CPU")
+        if isinstance(model, torch.nn.Module):
+            model = self._prepare_module(model, copy_model)
         self.model = model
+        self.engine = _engine_name(model)
         self.detector = detector
         self.flip_test = flip_test
         self.decode = decode
         self.keypoint_score_threshold = keypoint_score_threshold
         self.max_persons = max_persons
-        self.uses_random_weights = False
+        self.device_decode = self.device.type == "cuda" if device_decode is None else device_decode
+        #: Which parts run on untrained weights ("pose network", "detector"); see describe().
+        self.random_weight_parts: tuple[str, ...] = ()
         self.last_timings = StageTimings()
-        if isinstance(model, torch.nn.Module):
-            model.to(self.device).eval()
-            if self.fp16:
-                model.half()
-            if self.device.type == "cuda":
-                model.to(memory_format=torch.channels_last)
         self._dtype = torch.float16 if self.fp16 else torch.float32
+        # Page-locked staging buffer of the uint8 frames on CUDA, grown when needed and reused
+        # (an upload from pageable memory is a synchronous copy through a driver buffer).
+        self._pinned: torch.Tensor | None = None
+
+    @property
+    def uses_random_weights(self) -> bool:
+        """Whether any network runs on untrained weights (its output is then meaningless)."""
+        return bool(self.random_weight_parts)
+
+    @uses_random_weights.setter
+    def uses_random_weights(self, value: bool) -> None:
+        self.random_weight_parts = ("pose network",) if value else ()
+
+    def _prepare_module(self, model: torch.nn.Module, copy_model: bool | None) -> torch.nn.Module:
+        """``model`` on the device, in eval mode, in fp16 and channels-last on CUDA: a copy when
+        that changes anything and ``copy_model`` is not False (the caller's module stays as it
+        was: training evaluates its model without it turning channels-last or half)."""
+        dtype = torch.float16 if self.fp16 else torch.float32
+        tensors = list(model.parameters()) + list(model.buffers())
+        floating = [t for t in tensors if t.is_floating_point()]
+        unchanged = (
+            not model.training
+            and all(t.device == self.device for t in tensors)
+            and all(t.dtype == dtype for t in floating)
+            # Channels-last (CUDA) rewrites every 4-D weight's layout in place.
+            and (
+                self.device.type != "cuda"
+                or all(
+                    t.is_contiguous(memory_format=torch.channels_last)
+                    for t in floating
+                    if t.ndim == 4
+                )
+            )
+        )
+        if unchanged:
+            return model
+        if copy_model is not False:
+            model = copy.deepcopy(model)
+        model.to(self.device).eval()
+        if self.fp16:
+            model.half()
+        if self.device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        return model
 
     @classmethod
     def from_names(
@@ -241,34 +316,83 @@ class PoseEstimator:
         flip_test: bool = False,
         decode: str = "quarter",
         keypoint_score_threshold: float = 0.2,
+        engine: str = "auto",
+        detector_engine: str = "auto",
+        cpu_threads: int = 0,
+        cache_dir: str | None = None,
     ) -> PoseEstimator:
-        """Build from names: ``model`` is a checkpoint path, a published-weights registry name, or
-        ``"random:<architecture>"`` (untrained weights: only with ``allow_random_weights``).
+        """Build from names: ``model`` is a checkpoint path, a published-weights registry name,
+        an exported ``.onnx`` / ``.engine`` file, or ``"random:<architecture>"`` (untrained
+        weights: only with ``allow_random_weights``). A torchvision ``detector`` without
+        ``detector_weights`` (None or "") has random weights too, under the same guard.
+
+        ``engine`` (:data:`pose_ros.engines.POSE_ENGINES`) and ``detector_engine``
+        (:data:`pose_ros.engines.DETECTOR_ENGINES`) choose what runs the networks: ``auto`` is
+        ONNX Runtime on the CPU and PyTorch on CUDA; checkpoints are exported on first use into
+        the exports cache (``cache_dir``, default :func:`pose_ros.engines.exports_cache_dir`).
+        ``cpu_threads`` sets the threads of PyTorch (process-wide) and of ONNX Runtime; 0 = all
+        cores for the engine of the pose network, and one thread for PyTorch's light share when
+        that engine is not PyTorch.
 
         Raises:
             pose_ros.models.CheckpointError: missing/corrupt weights (the message says how to get
-                them); pose_ros.detection.DetectorError: detector weights; ValueError: bad values.
+                them); pose_ros.detection.DetectorError: detector weights;
+                pose_ros.runtime.RuntimeBackendError: an engine that cannot run here;
+                ValueError: bad values.
         """
-        from pose_ros.detection import build_detector
+        from pose_ros import engines
+        from pose_ros.detection import TORCHVISION_DETECTORS
         from pose_ros.models import build_pose_model, load_pose_model
 
         resolved = resolve_device(device)
-        random_weights = model.startswith(RANDOM_WEIGHTS_PREFIX)
-        if random_weights:
-            if not allow_random_weights:
-                raise ValueError(
-                    f"model {model!r} means untrained random weights, whose keypoints are "
-                    "meaningless; pass allow_random_weights=True to use it anyway (tests only)"
-                )
-            network = build_pose_model(model[len(RANDOM_WEIGHTS_PREFIX) :])
+        threads = engines.apply_cpu_threads(cpu_threads)
+        random_parts = []
+        if model.startswith(RANDOM_WEIGHTS_PREFIX):
+            random_parts.append("pose network")
+        if detector in TORCHVISION_DETECTORS and not detector_weights:
+            random_parts.append("detector")
+        if random_parts and not allow_random_weights:
+            what = (
+                f"model {model!r}"
+                if random_parts[0] == "pose network"
+                else f"detector {detector!r} without weights"
+            )
+            raise ValueError(
+                f"{what} means untrained random weights, whose "
+                f"{'keypoints' if what.startswith('model') else 'boxes'} are meaningless; "
+                "pass allow_random_weights=True to use it anyway (tests only)"
+            )
+        if engines.is_exported_model(model):
+            network: PoseNetwork = engines.load_exported_network(
+                model, engine=engine, device=resolved, threads=threads, cache_dir=cache_dir
+            )
         else:
-            network = load_pose_model(model, map_location="cpu")
-        person_detector = build_detector(
+            if "pose network" in random_parts:
+                module = build_pose_model(model[len(RANDOM_WEIGHTS_PREFIX) :])
+                # Untrained weights differ on every start: their exports would only fill the
+                # cache, so they go to a folder of this process's own, removed at exit.
+                cache_dir = cache_dir or _scratch_exports_dir()
+            else:
+                module = load_pose_model(model, map_location="cpu")
+            use_fp16 = resolved.type == "cuda" if fp16 is None else bool(fp16)
+            network = engines.build_pose_network(
+                module,
+                engine=engine,
+                device=resolved,
+                fp16=use_fp16,
+                threads=threads,
+                cache_dir=cache_dir,
+            )
+        person_detector = engines.build_person_detector(
             detector,
-            weights=detector_weights,
+            weights=detector_weights or None,
             device=resolved,
+            engine=detector_engine,
+            threads=threads,
             score_threshold=score_threshold,
             max_persons=max_persons,
+            cache_dir=cache_dir or (_scratch_exports_dir() if "detector" in random_parts else None),
+            half=resolved.type == "cuda" if fp16 is None else bool(fp16),
         )
         estimator = cls(
             network,
@@ -279,21 +403,30 @@ class PoseEstimator:
             decode=decode,
             keypoint_score_threshold=keypoint_score_threshold,
             max_persons=max_persons,
+            copy_model=False,  # loaded here: nobody else holds it
         )
-        estimator.uses_random_weights = random_weights
+        estimator.random_weight_parts = tuple(random_parts)
+        if resolved.type == "cpu" and cpu_threads == 0:
+            engines.share_cpu_threads(estimator.engine)
         return estimator
 
     def describe(self) -> str:
-        """One line for logs: network, input, colour order, device, precision, detector."""
+        """One line for logs: network, input, colour order, engine, device, precision, detector."""
         arch = getattr(self.model, "arch", {}).get("name", type(self.model).__name__)
         in_height, in_width = self.model.input_size
-        detector = type(self.detector).__name__ if self.detector is not None else "given boxes"
+        if self.detector is None:
+            detector = "given boxes"
+        else:
+            name = getattr(self.detector, "model_name", type(self.detector).__name__)
+            detector = f"{name} on {getattr(self.detector, 'engine', 'torch')}"
         random_note = (
-            " [RANDOM WEIGHTS: keypoints are meaningless]" if self.uses_random_weights else ""
+            f" [RANDOM WEIGHTS ({', '.join(self.random_weight_parts)}): results are meaningless]"
+            if self.random_weight_parts
+            else ""
         )
         return (
             f"{arch} {in_height}x{in_width} {self.model.preprocessing.color_order} "
-            f"on {self.device} "
+            f"on {self.engine} {self.device} "
             f"{'fp16' if self.fp16 else 'fp32'}, flip_test={self.flip_test}, decode={self.decode}, "
             f"detector={detector}{random_note}"
         )
@@ -398,15 +531,13 @@ class PoseEstimator:
         input_size = tuple(self.model.input_size)
         aspect = input_size[1] / input_size[0]
         batches, geometry_per_frame = [], []
+        uploads = self._upload([image for image, _, boxes in frames if len(boxes)])
         for image, color_order, boxes in frames:
             if len(boxes) == 0:
                 geometry_per_frame.append(None)
                 continue
             centers, scales = geometry.box_to_center_scale(boxes, aspect)
-            pixels = torch.from_numpy(np.ascontiguousarray(image)).to(
-                self.device, non_blocking=True
-            )
-            pixels = pixels.permute(2, 0, 1).float()  # (3, H, W)
+            pixels = next(uploads).permute(2, 0, 1).float()  # (3, H, W) on the device
             crops = geometry.crop_batch(pixels, centers, scales, input_size)  # (N, 3, h, w) 0..255
             # Channel order and normalisation of the weights, on the small crops (not the frame).
             batches.append(self.model.preprocessing.normalize(crops, input_color_order=color_order))
@@ -421,9 +552,18 @@ class PoseEstimator:
         heatmaps = self.model(batch).float()
         if self.flip_test:
             heatmaps = (heatmaps[:count] + codec.flip_heatmaps_back(heatmaps[count:])) * 0.5
-        heatmaps = heatmaps.cpu()  # waits for the device: the network time includes the transfer
-        t2 = time.perf_counter()
-        coords, scores = codec.decode_heatmaps(heatmaps, self.decode)
+        # The post-processing of the weights' authors (Preprocessing.decode_rule).
+        rule = getattr(self.model.preprocessing, "decode_rule", "mmpose")
+        if self.device_decode and self.decode == "quarter":
+            # Argmax and sub-pixel step on the device: only (N, 17, 3) comes back to the host.
+            coords_t, scores_t = codec.decode_heatmaps_torch(heatmaps, rule=rule)
+            decoded = torch.cat([coords_t, scores_t[..., None]], dim=-1).cpu().numpy()
+            coords, scores = decoded[..., :2], decoded[..., 2]
+            t2 = time.perf_counter()  # the network time includes the decode here
+        else:
+            heatmaps = heatmaps.cpu()  # waits for the device: the network time includes it
+            t2 = time.perf_counter()
+            coords, scores = codec.decode_heatmaps(heatmaps, self.decode, rule=rule)
         scores = np.clip(scores, 0.0, 1.0)
         results, offset = [], 0
         for frame_geometry in geometry_per_frame:
@@ -447,8 +587,48 @@ class PoseEstimator:
         timings.decode_ms = (t3 - t2) * 1e3
         return results
 
+    def _upload(self, images: list[np.ndarray]) -> Iterator[torch.Tensor]:
+        """The (H, W, 3) uint8 frames on the device, each uploaded once.
+
+        On CUDA through one reused page-locked buffer, asynchronously: the buffer is not written
+        again before the results of this batch have come back (the pipeline waits for them), so
+        the copies are complete by then. On the CPU the arrays themselves, without a copy.
+        """
+        if self.device.type != "cuda":
+            for image in images:
+                yield torch.from_numpy(np.ascontiguousarray(image))
+            return
+        total = sum(image.size for image in images)
+        if self._pinned is None or self._pinned.numel() < total:
+            self._pinned = torch.empty(total, dtype=torch.uint8, pin_memory=True)
+        offset = 0
+        for image in images:
+            staging = self._pinned[offset : offset + image.size].view(image.shape)
+            staging.numpy()[...] = image
+            offset += image.size
+            yield staging.to(self.device, non_blocking=True)
+
+
+_SCRATCH: list[Any] = []
+
+
+def _scratch_exports_dir() -> str:
+    """A temporary exports folder for this process (removed at exit)."""
+    import tempfile
+
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.TemporaryDirectory(prefix="pose_ros_exports_"))
+    return _SCRATCH[0].name
+
+
+def _engine_name(network: object) -> str:
+    """``torch``, ``onnxruntime`` or ``tensorrt``: what runs ``network``."""
+    if isinstance(network, torch.nn.Module):
+        return "torch"
+    return str(getattr(network, "engine", "torch"))
+
 
 def _check_image(image: np.ndarray, color_order: str) -> None:
     check_image(image, color_order)
-    if image.shape[0] < 2 or image.shape[1] < 2:
+    if image.shape[0] < MIN_IMAGE_SIDE or image.shape[1] < MIN_IMAGE_SIDE:
         raise ValueError(f"image too small: {image.shape[1]}x{image.shape[0]}")

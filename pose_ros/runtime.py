@@ -20,15 +20,18 @@ one is a :class:`RuntimeBackendError` that says what to install.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from pose_ros.fileio import atomic_write
 from pose_ros.models import Preprocessing
 
 #: ONNX metadata_props keys written by the exporter.
@@ -38,6 +41,8 @@ META_NUM_KEYPOINTS = "pose_ros.num_keypoints"
 META_HEATMAP_SIZE = "pose_ros.heatmap_size"
 INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
+#: Lowest opset accepted: 17 has every op of the pose networks in its final form.
+MIN_OPSET = 17
 
 TENSORRT_MISSING = (
     "TensorRT is not installed (no 'tensorrt' Python package): install it with "
@@ -95,14 +100,18 @@ class OnnxPoseRunner(_RunnerBase):
     """A pose network exported to ONNX, run by ONNX Runtime.
 
     Args:
-        path: ``.onnx`` file written by ``pose_ros.training.export``.
-        device: "auto" (CUDA provider when ONNX Runtime has it and torch sees a GPU), "cpu" or
-            "cuda"; "cuda" without the CUDA provider is an error.
-        threads: intra-op threads of the CPU provider (None: ONNX Runtime's default).
+        path: ``.onnx`` file written by :func:`export_onnx` (``pose-ros-export``).
+        device: "auto" (CUDA provider when ONNX Runtime has it and torch sees a GPU), "cpu",
+            "cuda" or "cuda:N" (the provider runs on GPU N); "cuda" without the CUDA provider is
+            an error.
+        threads: intra-op threads of the CPU provider (None or 0: ONNX Runtime's default, one
+            per physical core).
 
     The batch goes through host memory (numpy) whatever the provider: simple and correct; for the
     lowest latency on a GPU use the TensorRT runner or the PyTorch model.
     """
+
+    engine = "onnxruntime"
 
     def __init__(
         self,
@@ -119,7 +128,14 @@ class OnnxPoseRunner(_RunnerBase):
         available = ort.get_available_providers()
         want_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         if want_cuda and "CUDAExecutionProvider" in available:
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            # The provider's own default is GPU 0, whatever device was asked for: pass the index.
+            index = torch.device(device).index if device.startswith("cuda") else None
+            if index is None:
+                index = torch.cuda.current_device() if torch.cuda.is_available() else 0
+            providers: list[Any] = [
+                ("CUDAExecutionProvider", {"device_id": int(index)}),
+                "CPUExecutionProvider",
+            ]
         elif device.startswith("cuda"):
             raise RuntimeBackendError(
                 f"device {device!r}: this ONNX Runtime has no CUDAExecutionProvider "
@@ -127,13 +143,7 @@ class OnnxPoseRunner(_RunnerBase):
             )
         else:
             providers = ["CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as error:  # onnxruntime raises its own exception types for bad files
-            raise RuntimeBackendError(f"ONNX Runtime cannot load {path}: {error}") from None
+        self.session = onnx_session(ort, path, providers, threads)
         super().__init__(dict(self.session.get_modelmeta().custom_metadata_map), path)
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
@@ -144,6 +154,21 @@ class OnnxPoseRunner(_RunnerBase):
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         (heatmaps,) = self.session.run([self._output], {self._input: array})
         return torch.from_numpy(heatmaps).to(x.device)
+
+
+def onnx_session(ort: Any, path: Path, providers: list[Any], threads: int | None) -> Any:
+    """An ONNX Runtime session of ``path`` (all graph optimisations; ``threads`` intra-op)."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting of idle pool threads: PyTorch (crops, detector heads) and other sessions
+    # share the same cores, and a spinning pool steals them (several times slower on 2 cores).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own exception types for bad files
+        raise RuntimeBackendError(f"ONNX Runtime cannot load {path}: {error}") from None
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -183,6 +208,7 @@ def build_tensorrt_engine(
     workspace_gib: float = 2.0,
     cache_dir: str | os.PathLike | None = None,
     rebuild: bool = False,
+    device: str | torch.device = "cuda",
 ) -> Path:
     """Build (or reuse the cached) TensorRT engine of an exported pose network.
 
@@ -190,12 +216,16 @@ def build_tensorrt_engine(
     crowd). A JSON file beside the engine (``<engine>.json``) keeps the pose_ros metadata of the
     ONNX file for :class:`TensorRTPoseRunner`.
 
+    ``device`` is the GPU the engine is built on and for ("cuda" = torch's current one): an
+    engine is specific to the GPU model, so the cache name holds that GPU's name.
+
     Raises:
         RuntimeBackendError: TensorRT or CUDA missing, or the ONNX file does not parse/build.
     """
     trt = _import_tensorrt()
     if not torch.cuda.is_available():
         raise RuntimeBackendError("building a TensorRT engine needs a CUDA GPU; none is visible")
+    gpu = _cuda_device(device)
     if max_batch < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     onnx_path = Path(onnx_path)
@@ -205,7 +235,7 @@ def build_tensorrt_engine(
     engine_path = tensorrt_engine_path(
         onnx_path,
         tensorrt_version=trt.__version__,
-        gpu_name=torch.cuda.get_device_name(),
+        gpu_name=torch.cuda.get_device_name(gpu),
         max_batch=max_batch,
         fp16=fp16,
         cache_dir=cache_dir,
@@ -239,21 +269,24 @@ def build_tensorrt_engine(
         (max_batch, channels, height, width),
     )
     config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
+    with torch.cuda.device(gpu):  # TensorRT builds on the current CUDA device
+        serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeBackendError(
             f"TensorRT failed to build an engine from {onnx_path} (see its log)"
         )
-    _atomic_write_bytes(engine_path, bytes(serialized))
+    with atomic_write(engine_path) as stream:
+        stream.write(bytes(serialized))
     info = {
         **metadata,
         "tensorrt_version": trt.__version__,
-        "gpu_name": torch.cuda.get_device_name(),
+        "gpu_name": torch.cuda.get_device_name(gpu),
         "max_batch": str(max_batch),
         "fp16": str(fp16),
         "onnx": onnx_path.name,
     }
-    _atomic_write_bytes(sidecar, json.dumps(info, indent=1).encode())
+    with atomic_write(sidecar, "w") as stream:
+        stream.write(json.dumps(info, indent=1))
     return engine_path
 
 
@@ -261,10 +294,15 @@ class TensorRTPoseRunner(_RunnerBase):
     """A TensorRT engine of a pose network (built by :func:`build_tensorrt_engine`), on CUDA.
 
     Input crops of any float dtype are cast to fp32 on the GPU (the engine computes in fp16 where
-    it was built so); batches larger than the engine's profile are run in chunks.
+    it was built so); batches larger than the engine's profile are run in chunks. ``device`` is
+    the GPU the engine is loaded on and runs on ("cuda" = torch's current device, "cuda:N").
     """
 
-    def __init__(self, engine_path: str | os.PathLike) -> None:
+    engine = "tensorrt"
+
+    def __init__(
+        self, engine_path: str | os.PathLike, *, device: str | torch.device = "cuda"
+    ) -> None:
         trt = _import_tensorrt()
         engine_path = Path(engine_path)
         sidecar = engine_path.with_name(engine_path.name + ".json")
@@ -278,27 +316,39 @@ class TensorRTPoseRunner(_RunnerBase):
         info = json.loads(sidecar.read_text())
         super().__init__(info, engine_path)
         self.max_batch = int(info.get("max_batch", "1"))
-        self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = _cuda_device(device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
+        with torch.cuda.device(self.device):  # deserialised onto the chosen GPU, not GPU 0
+            self.trt_engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+            if self.trt_engine is not None:
+                self.context = self.trt_engine.create_execution_context()
+        if self.trt_engine is None:
             raise RuntimeBackendError(
                 f"TensorRT cannot load {engine_path}: built for another TensorRT version or GPU? "
                 "(rebuild it from the ONNX file)"
             )
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        engine = self.trt_engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._input, self._output = inputs[0], outputs[0]
 
     @classmethod
     def from_onnx(
-        cls, onnx_path: str | os.PathLike, *, max_batch: int = 32, fp16: bool = True
+        cls,
+        onnx_path: str | os.PathLike,
+        *,
+        max_batch: int = 32,
+        fp16: bool = True,
+        device: str | torch.device = "cuda",
+        cache_dir: str | os.PathLike | None = None,
     ) -> TensorRTPoseRunner:
-        """Build (or reuse the cached) engine of ``onnx_path`` and load it."""
-        return cls(build_tensorrt_engine(onnx_path, max_batch=max_batch, fp16=fp16))
+        """Build (or reuse the cached) engine of ``onnx_path`` on ``device`` and load it."""
+        engine = build_tensorrt_engine(
+            onnx_path, max_batch=max_batch, fp16=fp16, device=device, cache_dir=cache_dir
+        )
+        return cls(engine, device=device)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised crops -> (N, K, H/4, W/4) float32 heatmaps on x's device."""
@@ -317,7 +367,9 @@ class TensorRTPoseRunner(_RunnerBase):
         self.context.set_tensor_address(self._input, batch.data_ptr())
         self.context.set_tensor_address(self._output, out.data_ptr())
         stream = torch.cuda.current_stream(self.device)
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        with torch.cuda.device(self.device):
+            ok = self.context.execute_async_v3(stream.cuda_stream)
+        if not ok:
             raise RuntimeBackendError(f"TensorRT execution failed for {self.source}")
         return out
 
@@ -340,13 +392,105 @@ def _import_tensorrt() -> Any:
     return tensorrt
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _cuda_device(device: str | torch.device) -> torch.device:
+    """``device`` as an indexed CUDA device ("cuda" = torch's current device)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise RuntimeBackendError(f"TensorRT runs on a CUDA device, got {str(device)!r}")
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        raise RuntimeBackendError(
+            f"device {str(device)!r} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
+    return torch.device("cuda", index)
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int = MIN_OPSET) -> Path:
+    """Write a pose network (fp32, CPU, eval mode) as ONNX with a dynamic batch axis and metadata.
+
+    The graph takes ``input`` (N, 3, H, W) normalised crops and gives ``heatmaps``
+    (N, K, H/4, W/4); ``metadata_props`` carry the preprocessing and architecture, so that
+    :class:`OnnxPoseRunner` needs nothing else. The file is written atomically (a crash leaves the
+    old file or none, never half of one).
+
+    Args:
+        model: any PoseNet; it is copied to the CPU in eval mode, the original is not changed.
+        path: the ``.onnx`` file to write (parent folders created).
+        opset: ONNX opset version, at least 17.
+
+    Returns:
+        The path written.
+    """
+    import io
+
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be at least {MIN_OPSET}, got {opset}")
+    path = Path(path)
+    network = _cpu_eval_copy(model)
+    height, width = model.input_size
+    example = torch.zeros(2, 3, height, width)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
+        # onnxscript; it still exports these convolutional graphs exactly.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    graph = onnx.load_from_string(buffer.getvalue())
+    metadata = export_metadata(
+        model.preprocessing, dict(model.arch), model.num_keypoints, tuple(model.heatmap_size)
+    )
+    del graph.metadata_props[:]
+    for key, value in metadata.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(graph)
+    with atomic_write(path) as stream:
+        stream.write(graph.SerializeToString())
+    return path
+
+
+def compare_with_onnxruntime(
+    model: torch.nn.Module,
+    onnx_path: str | os.PathLike,
+    *,
+    inputs: torch.Tensor | None = None,
+    batch_size: int = 3,
+    seed: int = 0,
+) -> float:
+    """Max abs heatmap difference between PyTorch (fp32, CPU) and ONNX Runtime (CPU).
+
+    Args:
+        inputs: (N, 3, H, W) normalised crops; default normal noise of that scale, ``batch_size``
+            crops (not the export's example batch of 2, which also checks the dynamic batch axis).
+    """
+    network = _cpu_eval_copy(model)
+    height, width = model.input_size
+    if inputs is None:
+        generator = torch.Generator().manual_seed(seed)
+        inputs = torch.randn(batch_size, 3, height, width, generator=generator)
+    x = inputs.to("cpu", torch.float32)
+    with torch.inference_mode():
+        expected = network(x).numpy()
+    runner = OnnxPoseRunner(onnx_path, device="cpu")
+    actual = runner(x).numpy()
+    if actual.shape != expected.shape:
+        raise RuntimeBackendError(f"ONNX output shape {actual.shape} != PyTorch {expected.shape}")
+    return float(np.abs(actual - expected).max())
+
+
+def _cpu_eval_copy(model: torch.nn.Module) -> torch.nn.Module:
+    network = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    return network.to(memory_format=torch.contiguous_format)

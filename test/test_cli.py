@@ -43,6 +43,8 @@ def test_folder_of_images_gives_annotated_images_and_coco_results(
     dt = gt.loadRes(str(out / "results.json"))
     assert sorted(dt.getImgIds()) == sorted(gt.getImgIds())
     assert "4 frame(s), 4 person(s)" in result.stdout
+    # A folder of unrelated images is not a sequence unless --tracking says so: no track ids.
+    assert all("track_id" not in r for r in results)
 
 
 def test_video_gives_an_annotated_video(
@@ -71,6 +73,10 @@ def test_video_gives_an_annotated_video(
     assert frames == 5
     results = json.loads((out / "results.json").read_text())
     assert [r["image_id"] for r in results] == [0, 1, 2, 3, 4]
+    # A video is tracked by default: the one person gets an id once confirmed (min_hits 3), and
+    # keeps it.
+    assert [r["track_id"] for r in results] == [-1, -1, 1, 1, 1]
+    assert "tracking: 1 track(s) started, detector on 5 of 5 frame(s)" in result.stdout
 
 
 def test_clear_errors_for_bad_input(tmp_path: Path, coco_dir: Path, tiny_checkpoint: Path) -> None:
@@ -88,6 +94,8 @@ def test_clear_errors_for_bad_input(tmp_path: Path, coco_dir: Path, tiny_checkpo
         str(coco_dir), "--model", "random:simplebaseline_res18", "--detector", "full_image"
     )
     assert random.returncode == 2 and "allow_random_weights" in random.stderr
+    interval = run_cli(str(coco_dir), "--model", str(tiny_checkpoint), "--detector-interval", "5")
+    assert interval.returncode == 2 and "needs tracking" in interval.stderr
     not_image = tmp_path / "folder"
     not_image.mkdir()
     (not_image / "a.jpg").write_bytes(b"garbage")

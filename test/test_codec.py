@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -105,3 +106,122 @@ def test_flip_back_swaps_pairs_mirrors_and_shifts_one_pixel() -> None:
     assert torch.equal(shifted[..., 0], heatmaps[..., 0])
     with pytest.raises(ValueError, match="17"):
         codec.flip_heatmaps_back(torch.zeros(1, 5, 8, 6))
+
+
+# --- the rules of the weights' authors -----------------------------------------------------------
+
+
+def _single_peak(y: int, x: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
+    """A peak at (y, x) whose right and lower neighbours are higher than the left and upper."""
+    hm = np.zeros((1, 1, *size), dtype=np.float32)
+    hm[0, 0, y, x] = 1.0
+    for dy, dx, value in ((0, 1, 0.5), (0, -1, 0.2), (1, 0, 0.6), (-1, 0, 0.1)):
+        if 0 <= y + dy < size[0] and 0 <= x + dx < size[1]:
+            hm[0, 0, y + dy, x + dx] = value
+    return hm
+
+
+@pytest.mark.parametrize(
+    ("y", "x", "mmpose", "microsoft"),
+    [
+        (20, 10, (10.25, 20.25), (10.25, 20.25)),  # inside on both axes: both rules move both
+        (1, 10, (10.25, 1.0), (10.0, 1.0)),  # y at the edge: mmpose still moves x
+        (20, 1, (1.0, 20.25), (1.0, 20.0)),  # x at the edge: mmpose still moves y
+        (0, 10, (10.0, 0.0), (10.0, 0.0)),  # y = 0: mmpose's "0 < y" keeps x too
+        (63, 10, (10.25, 63.0), (10.0, 63.0)),
+    ],
+)
+def test_quarter_offset_follows_mmpose_per_axis_and_microsoft_both_axes(
+    y: int, x: int, mmpose: tuple[float, float], microsoft: tuple[float, float]
+) -> None:
+    hm = _single_peak(y, x)
+    by_mmpose, _ = codec.decode_heatmaps(hm, "quarter", rule="mmpose")
+    by_microsoft, _ = codec.decode_heatmaps(hm, "quarter", rule="microsoft")
+    assert tuple(by_mmpose[0, 0].tolist()) == mmpose
+    assert tuple(by_microsoft[0, 0].tolist()) == microsoft
+    with pytest.raises(ValueError, match="decode rule"):
+        codec.decode_heatmaps(hm, "quarter", rule="udp")
+
+
+def _dark_by_the_authors(heatmap: np.ndarray, kernel: int = 11) -> tuple[float, float]:
+    """DARK for one heatmap, written as the authors' loop (DarkPose's taylor(), mmpose's
+    refine_keypoints_dark): blur with a zero border, keep the peak height, log, then one Newton
+    step with second derivatives taken over two pixels."""
+    h, w = heatmap.shape
+    border = (kernel - 1) // 2
+    padded = np.zeros((h + 2 * border, w + 2 * border), np.float32)
+    padded[border:-border, border:-border] = heatmap
+    blurred = cv2.GaussianBlur(padded, (kernel, kernel), 0)[border:-border, border:-border]
+    blurred *= heatmap.max() / blurred.max()
+    hm = np.log(np.maximum(blurred, 1e-10))
+    y, x = np.unravel_index(heatmap.argmax(), heatmap.shape)
+    coord = np.array([x, y], np.float64)
+    if 1 < x < w - 2 and 1 < y < h - 2:
+        dx = 0.5 * (hm[y][x + 1] - hm[y][x - 1])
+        dy = 0.5 * (hm[y + 1][x] - hm[y - 1][x])
+        dxx = 0.25 * (hm[y][x + 2] - 2 * hm[y][x] + hm[y][x - 2])
+        dxy = 0.25 * (hm[y + 1][x + 1] - hm[y - 1][x + 1] - hm[y + 1][x - 1] + hm[y - 1][x - 1])
+        dyy = 0.25 * (hm[y + 2][x] - 2 * hm[y][x] + hm[y - 2][x])
+        hessian = np.array([[dxx, dxy], [dxy, dyy]])
+        if dxx * dyy - dxy**2 != 0:
+            coord += -np.linalg.inv(hessian) @ np.array([dx, dy])
+    return float(coord[0]), float(coord[1])
+
+
+def test_dark_matches_the_authors_loop_on_irregular_heatmaps() -> None:
+    rng = np.random.default_rng(7)
+    # Skewed, noisy peaks (where one-pixel and two-pixel derivatives disagree), some at the edge.
+    positions = np.array([[10.3, 20.7], [2.4, 30.1], [45.6, 5.2], [24.0, 62.5], [1.2, 1.6]])
+    heatmaps = _encoded(positions)
+    heatmaps[0, 0, 20:24, 10:14] += 0.4
+    heatmaps = heatmaps + rng.uniform(0, 0.05, heatmaps.shape).astype(np.float32)
+    for rule in codec.DECODE_RULES:
+        coords, _ = codec.decode_heatmaps(heatmaps, "dark", rule=rule)
+        for k in range(len(positions)):
+            expected = _dark_by_the_authors(heatmaps[0, k])
+            np.testing.assert_allclose(coords[0, k], expected, atol=1e-4, err_msg=f"{rule} {k}")
+
+
+# --- the flip test through the pipeline ----------------------------------------------------------
+
+#: COCO left/right pairs by index (eyes, ears, shoulders, elbows, wrists, hips, knees, ankles).
+_COCO_LEFT_RIGHT = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
+
+
+def test_flip_test_averages_with_the_hand_flipped_crops_shifted_one_pixel(monkeypatch) -> None:
+    from pose_ros.models import build_pose_model
+    from pose_ros.pipeline import PoseEstimator
+
+    torch.manual_seed(0)
+    model = build_pose_model("simplebaseline_res18", input_size=(64, 64)).eval()
+    with torch.no_grad():  # heatmaps of order 1 (the default head init gives ~1e-8)
+        model.final_layer.weight.normal_(0.0, 1.0)
+    inputs: list[torch.Tensor] = []
+    hook = model.register_forward_hook(lambda _m, args, _o: inputs.append(args[0].detach()))
+    decoded: list[np.ndarray] = []
+    real_decode = codec.decode_heatmaps
+
+    def spy(heatmaps: torch.Tensor, *args: object, **kwargs: object) -> tuple:
+        decoded.append(np.asarray(heatmaps, dtype=np.float32).copy())
+        return real_decode(heatmaps, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "decode_heatmaps", spy)
+    image = np.random.default_rng(0).integers(0, 255, (120, 100, 3), dtype=np.uint8)
+    boxes = np.array([[5.0, 5.0, 60.0, 90.0], [40.0, 20.0, 50.0, 80.0]], dtype=np.float32)
+    PoseEstimator(model, device="cpu", flip_test=True)(image, color_order="BGR", boxes=boxes)
+    hook.remove()
+
+    crops = inputs[0][:2]  # the unflipped crops the pipeline made
+    by_hand = torch.from_numpy(np.ascontiguousarray(crops.numpy()[..., ::-1]))
+    with torch.no_grad():
+        plain = model(crops).numpy()
+        mirrored = model(by_hand).numpy()[..., ::-1].copy()
+    for left, right in _COCO_LEFT_RIGHT:
+        mirrored[:, [left, right]] = mirrored[:, [right, left]]
+    shifted = mirrored.copy()  # the reference's one-pixel shift to the right
+    shifted[..., 1:] = mirrored[..., :-1]
+    expected = (plain + shifted) / 2
+    assert len(decoded) == 1
+    np.testing.assert_allclose(decoded[0], expected, rtol=0, atol=1e-5)
+    # The shift matters: without it the average differs.
+    assert not np.allclose(decoded[0], (plain + mirrored) / 2, rtol=0, atol=1e-5)

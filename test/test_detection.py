@@ -17,7 +17,6 @@ import torchvision
 from onnx import TensorProto, helper, numpy_helper
 
 from pose_ros.detection import (
-    DETECTOR_BACKENDS,
     TORCHVISION_DETECTORS,
     DetectionFilter,
     Detections,
@@ -31,18 +30,18 @@ from pose_ros.detection import (
     load_coco_detections,
     postprocess_detections,
 )
+from pose_ros.detection.onnx_yolo import YoloPreprocess, decode_yolox_grid, split_nms_outputs
 from pose_ros.detection.torchvision_backend import download_weights
-
-COCO_DIR = Path("/work/shared/data/mmpose/tests/data/coco")
-COCO_RESULTS = COCO_DIR / "test_coco_det_AP_H_56.json"
 
 
 @pytest.fixture(scope="module")
-def coco_image_bgr() -> np.ndarray:
-    path = COCO_DIR / "000000196141.jpg"
-    if not path.is_file():
-        pytest.skip(f"test data not found: {path}")
-    return cv2.imread(str(path))
+def coco_image_bgr(coco_dir: Path) -> np.ndarray:
+    """A real COCO image; missing test data fails the test (conftest's coco_dir), never skips."""
+    path = coco_dir / "000000196141.jpg"
+    image = cv2.imread(str(path))
+    if image is None:
+        pytest.fail(f"test data missing or unreadable: {path}")
+    return image
 
 
 def _assert_well_formed(detections: Detections, image_shape: tuple[int, ...], max_persons: int):
@@ -148,9 +147,6 @@ def test_build_detector_rejects_unknown_backends_and_misplaced_weights():
         build_detector("onnx_yolo")
     with pytest.raises(ValueError, match="no weights"):
         build_detector("given", weights="model.pt")
-    assert set(TORCHVISION_DETECTORS) | {"onnx_yolo", "given", "full_image"} == set(
-        DETECTOR_BACKENDS
-    )
 
 
 @pytest.mark.parametrize(
@@ -403,12 +399,123 @@ def test_onnx_yolo_layouts(tmp_path, layout, objectness):
         np.testing.assert_allclose(swapped.scores, [0.9, 0.7], atol=1e-6)
 
 
-def test_onnx_yolox_preprocessing(tmp_path):
+# YOLOX exports made with torch.onnx from tiny modules with YOLOX's output shapes. One person's
+# score is the network input at (0, 0) of channel 0 divided by 255: it reaches 0.8 only when the
+# detector feeds B (=204) first, unscaled, with the image at the top left (a centred letterbox
+# puts the gray 114 there: 0.45 < 0.5). _BGR_128x96 is 128 wide, 96 high: scale 0.5 to 64x48.
+_BGR_128x96 = np.empty((96, 128, 3), np.uint8)
+_BGR_128x96[:] = (204, 10, 51)
+
+
+class _FromPixel(torch.nn.Module):
+    """outputs = constants + masks * images[0, 0, 0, 0] (labels and counts passed through)."""
+
+    def __init__(self, *pairs: tuple[np.ndarray, np.ndarray | None]) -> None:
+        super().__init__()
+        self.count = len(pairs)
+        for i, (const, mask) in enumerate(pairs):
+            self.register_buffer(f"const{i}", torch.from_numpy(const))
+            self.register_buffer(f"mask{i}", None if mask is None else torch.from_numpy(mask))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pixel = images[:, 0:1, 0:1, 0:1]
+        outputs = []
+        for i in range(self.count):
+            const, mask = getattr(self, f"const{i}"), getattr(self, f"mask{i}")
+            scaled = 0 if mask is None else mask * pixel.reshape([1] * const.ndim)
+            outputs.append(const + scaled)
+        return tuple(outputs)
+
+
+def _export(module: torch.nn.Module, path: Path, outputs: list[str]) -> Path:
+    torch.onnx.export(
+        module,
+        (torch.zeros(1, 3, _INPUT, _INPUT),),
+        str(path),
+        input_names=["images"],
+        output_names=outputs,
+        opset_version=17,
+        dynamo=False,
+    )
+    return path
+
+
+def _yolox_raw_rows() -> tuple[np.ndarray, np.ndarray]:
+    """(1, 84, 7) raw YOLOX rows for a 64x64 input: 8x8 + 4x4 + 2x2 anchors, 2 classes."""
+    const = np.zeros((1, 64 + 16 + 4, 7), np.float32)
+    mask = np.zeros_like(const)
+    # stride 8, cell (x=3, y=3): centre (3.5, 3.25) * 8 = (28, 26), 20 x 30 px; score from pixel
+    const[0, 3 * 8 + 3, :6] = 0.5, 0.25, np.log(20 / 8), np.log(30 / 8), 1.0, 0.0
+    mask[0, 3 * 8 + 3, 5] = 1.0 / 255.0
+    # stride 16, cell (x=1, y=2): centre (16, 32), 16 x 32 px; 0.9 x 1.0
+    const[0, 64 + 2 * 4 + 1, :6] = 0.0, 0.0, 0.0, np.log(2.0), 0.9, 1.0
+    # stride 32, cell (1, 1): another class, high score: not a person
+    const[0, 80 + 3, :] = 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.95
+    return const, mask
+
+
+def test_onnx_yolox_raw_export_is_grid_decoded_with_its_preprocessing(tmp_path):
+    path = _export(_FromPixel(_yolox_raw_rows()), tmp_path / "yolox_s.onnx", ["output"])
+    detector = build_detector("onnx_yolo", weights=path, layout="yolox")
+    result = detector.detect(_BGR_128x96, "BGR")
+    # Network boxes / 0.5 (top-left letterbox: no offset): (36, 22, 40, 60), (16, 32, 32, 64).
+    np.testing.assert_allclose(result.boxes, [[16, 32, 32, 64], [36, 22, 40, 60]], atol=1e-3)
+    np.testing.assert_allclose(result.scores, [0.9, 0.8], atol=1e-5)
+    rgb = np.ascontiguousarray(_BGR_128x96[..., ::-1])
+    np.testing.assert_allclose(detector.detect(rgb, "RGB").boxes, result.boxes)
+    # Fed in the wrong order, scaled, or centred, the pixel-scored person drops out.
+    np.testing.assert_allclose(detector.detect(rgb, "BGR").scores, [0.9], atol=1e-5)
+    for preprocess in (
+        YoloPreprocess(color_order="BGR", scale=1 / 255, center=False),
+        YoloPreprocess(color_order="BGR", scale=1.0, center=True),
+    ):
+        other = OnnxYoloDetector(path, layout="yolox", preprocess=preprocess)
+        assert len(other.detect(_BGR_128x96, "BGR")) == 1
+    # Without the grid decoding (taken as already decoded) the boxes are offsets, not pixels.
+    decoded = build_detector("onnx_yolo", weights=path, layout="yolox_decoded")
+    wrong = decoded.detect(_BGR_128x96, "BGR").boxes
+    assert wrong.shape != result.boxes.shape or not np.allclose(wrong, result.boxes, atol=1)
+    with pytest.raises(DetectorError, match="matches no stride"):
+        decode_yolox_grid(np.zeros((1, 83, 7), np.float32), (_INPUT, _INPUT))
+
+
+def test_onnx_yolox_export_with_nms_inside(tmp_path):
+    boxes = np.array(
+        [[[10, 12, 30, 40], [40, 5, 60, 30], [0, 0, 20, 20], [30, 30, 50, 50]]], np.float32
+    )
+    scores = np.array([[0.0, 0.9, 0.95, 0.99]], np.float32)
+    score_mask = np.array([[1 / 255, 0, 0, 0]], np.float32)
+    labels = np.array([[0, 0, 1, 0]], np.int64)  # a non-person; the 4th row is past num_dets
+    module = _FromPixel(
+        (np.array([[3]], np.int64), None), (boxes, None), (scores, score_mask), (labels, None)
+    )
+    names = ["num_dets", "boxes", "scores", "labels"]
+    path = _export(module, tmp_path / "yolox_end2end.onnx", names)
+    detector = build_detector("onnx_yolo", weights=path, layout="yolox_nms")
+    result = detector.detect(_BGR_128x96, "BGR")
+    np.testing.assert_allclose(result.boxes, [[80, 10, 40, 50], [20, 24, 40, 56]], atol=1e-3)
+    np.testing.assert_allclose(result.scores, [0.9, 0.8], atol=1e-5)
+    with pytest.raises(DetectorError, match="4 outputs"):
+        split_nms_outputs([np.zeros((1, 84, 7), np.float32)])
+
+
+def test_every_yolo_layout_the_node_offers_is_one_the_detector_runs(tmp_path):
+    from pose_ros.ros.params import PARAMETERS
+
+    (spec,) = [p for p in PARAMETERS if p.name == "detector.yolo_layout"]
+    path = _export(_FromPixel(_yolox_raw_rows()), tmp_path / "m.onnx", ["output"])
+    for layout in spec.choices:
+        assert OnnxYoloDetector(path, layout=layout).layout == layout
+    with pytest.raises(ValueError, match="layout must be one of"):
+        OnnxYoloDetector(path, layout="yolov9")
+
+
+def test_onnx_yolox_decoded_preprocessing(tmp_path):
     # YOLOX feeds BGR values unscaled: the mask divides by 255 so that B=204 scores 0.8.
     const, mask = _yolo_rows(objectness=True, input_score=1.0 / 255.0)
     path = _write_yolo_graph(tmp_path / "yolox.onnx", const, mask)
     image_rgb = np.ascontiguousarray(_IMAGE_RGB[..., ::-1])  # B=204 now
-    detector = build_detector("onnx_yolo", weights=path, layout="yolox")
+    detector = build_detector("onnx_yolo", weights=path, layout="yolox_decoded")
     result = detector.detect(image_rgb, "RGB")
     expected_boxes, expected_scores = _expected(center=False)  # top-left letterbox
     np.testing.assert_allclose(result.boxes, expected_boxes, atol=1e-4)
@@ -486,15 +593,14 @@ def test_given_boxes_are_post_processed():
         detector.set_boxes(boxes, scores[:2])
 
 
-@pytest.fixture(scope="module")
-def coco_results() -> list[dict]:
-    if not COCO_RESULTS.is_file():
-        pytest.skip(f"test data not found: {COCO_RESULTS}")
-    return json.loads(COCO_RESULTS.read_text())
+@pytest.fixture()
+def coco_results(coco_detections: Path) -> list[dict]:
+    """The detections file of the shared data; missing data fails (conftest), never skips."""
+    return json.loads(coco_detections.read_text())
 
 
-def test_load_coco_detections_matches_the_file(coco_results):
-    per_image = load_coco_detections(COCO_RESULTS)
+def test_load_coco_detections_matches_the_file(coco_results, coco_detections):
+    per_image = load_coco_detections(coco_detections)
     image_ids = {entry["image_id"] for entry in coco_results if entry["category_id"] == 1}
     assert set(per_image) == image_ids and len(image_ids) == 4
     for image_id, detections in per_image.items():
@@ -505,8 +611,10 @@ def test_load_coco_detections_matches_the_file(coco_results):
         np.testing.assert_allclose(detections.boxes[0], best["bbox"], rtol=1e-6)
 
 
-def test_given_detector_with_coco_results_on_a_real_image(coco_results, coco_image_bgr):
-    detections = load_coco_detections(COCO_RESULTS)[196141]
+def test_given_detector_with_coco_results_on_a_real_image(
+    coco_detections, coco_results, coco_image_bgr
+):
+    detections = load_coco_detections(coco_detections)[196141]
     detector = build_detector("given", score_threshold=0.3, max_persons=50)
     result = detector.detect(
         coco_image_bgr, "BGR", boxes=detections.boxes, scores=detections.scores

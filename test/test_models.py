@@ -517,6 +517,15 @@ def test_preprocessing_defaults_round_trip_and_validation() -> None:
         Preprocessing.from_dict({**default.to_dict(), "scale": 1.0})
 
 
+def test_preprocessing_records_the_decode_rule_and_reads_records_without_it() -> None:
+    microsoft = Preprocessing("BGR", decode_rule="microsoft")
+    assert Preprocessing.from_dict(json.loads(json.dumps(microsoft.to_dict()))) == microsoft
+    older = {k: v for k, v in microsoft.to_dict().items() if k != "decode_rule"}
+    assert Preprocessing.from_dict(older).decode_rule == "mmpose"  # checkpoints before the field
+    with pytest.raises(ValueError, match="decode_rule"):
+        Preprocessing(decode_rule="udp")
+
+
 def test_preprocessing_normalize_reorders_channels_then_normalises() -> None:
     prep = Preprocessing("BGR", (0.5, 0.25, 0.0), (0.5, 0.25, 1.0), (32, 32))
     rgb = torch.zeros(1, 3, 2, 2)

@@ -12,7 +12,7 @@ import torch
 
 from pose_ros import codec, geometry
 from pose_ros.models import Preprocessing, build_pose_model
-from pose_ros.pipeline import PoseEstimator, rescore
+from pose_ros.pipeline import FrameBoxes, PoseEstimator, rescore
 
 INPUT_SIZE = (128, 96)
 
@@ -69,7 +69,7 @@ def test_pipeline_maps_heatmaps_back_to_the_annotated_keypoints(
                 for c, v in zip(crop_coords, gt[..., 2], strict=True)
             ]
         )
-        oracle = OracleHeatmaps(torch.from_numpy(heatmaps), input_size)
+        oracle = OracleHeatmaps(torch.from_numpy(heatmaps), input_size).eval()
         estimator = PoseEstimator(oracle, device="cpu", decode="dark")
         image = cv2.imread(str(coco_dir / images[image_id]["file_name"]))
         persons = estimator(image, color_order="BGR", boxes=boxes)
@@ -201,3 +201,92 @@ def test_from_names_refuses_random_weights_unless_asked_and_missing_files(tmp_pa
     missing = tmp_path / "nope.pth"
     with pytest.raises(CheckpointError, match=r"nope\.pth"):
         PoseEstimator.from_names(str(missing), detector="given", device="cpu")
+
+
+def test_device_decode_matches_the_numpy_codec_exactly() -> None:
+    """The torch decoding (the GPU path) gives the numpy codec's numbers, ties and borders too."""
+    generator = torch.Generator().manual_seed(0)
+    heatmaps = torch.rand(6, 17, 64, 48, generator=generator)
+    heatmaps[0, 0] = 0.0  # all equal: the first maximum
+    heatmaps[0, 1, 5, 7] = heatmaps[0, 1, 9, 3] = 2.0  # a tie: the first one in memory order
+    heatmaps[1, :, 0, 0] = 3.0  # peaks in the corners and on the edges
+    heatmaps[2, :, 63, 47] = 3.0
+    heatmaps[3, :, 1, 20] = 3.0
+    heatmaps[4, :, 30, 46] = 3.0
+    heatmaps[5] = heatmaps[5].round(decimals=1)  # equal neighbours: no move
+    for rule in codec.DECODE_RULES:
+        coords, scores = codec.decode_heatmaps(heatmaps, "quarter", rule=rule)
+        coords_t, scores_t = codec.decode_heatmaps_torch(heatmaps, rule=rule)
+        np.testing.assert_array_equal(coords_t.numpy(), coords)
+        np.testing.assert_array_equal(scores_t.numpy(), scores)
+
+
+def test_device_decode_path_gives_the_same_persons(coco_dir: Path, random_model) -> None:
+    image = cv2.imread(str(coco_dir / "000000040083.jpg"))
+    boxes = np.array([[10.0, 10.0, 100.0, 200.0], [200.0, 40.0, 80.0, 160.0]], dtype=np.float32)
+    host = PoseEstimator(random_model, device="cpu", device_decode=False)
+    device = PoseEstimator(random_model, device="cpu", device_decode=True)
+    for flip_test in (False, True):
+        host.flip_test = device.flip_test = flip_test
+        expected = host(image, color_order="BGR", boxes=boxes)
+        actual = device(image, color_order="BGR", boxes=boxes)
+        for a, e in zip(actual, expected, strict=True):
+            np.testing.assert_array_equal(a.keypoints, e.keypoints)
+            assert a.score == e.score
+
+
+def test_estimate_batch_equals_one_call_per_frame(coco_dir: Path, random_model) -> None:
+    """Several frames (sizes, colour orders, an empty one) in one batch: the persons of separate
+    calls, in one network call."""
+    bgr = cv2.imread(str(coco_dir / "000000196141.jpg"))
+    other = cv2.imread(str(coco_dir / "000000040083.jpg"))
+    frames = [
+        FrameBoxes(bgr, np.array([[100.0, 50.0, 150.0, 300.0]], np.float32), None, "BGR"),
+        FrameBoxes(np.zeros((40, 30, 3), np.uint8), np.zeros((0, 4), np.float32), None, "RGB"),
+        FrameBoxes(
+            np.ascontiguousarray(other[..., ::-1]),
+            np.array([[10.0, 10.0, 100.0, 200.0], [200.0, 40.0, 80.0, 160.0]], np.float32),
+            np.array([0.4, 0.9], np.float32),
+            "RGB",
+        ),
+    ]
+    calls: list[int] = []
+    hook = random_model.register_forward_hook(
+        lambda _m, inputs, _o: calls.append(inputs[0].shape[0])
+    )
+    estimator = PoseEstimator(random_model, device="cpu")
+    try:
+        batched = estimator.estimate_batch(frames)
+        assert calls == [3]  # the crops of all frames in one network batch
+        assert estimator.last_timings.persons == 3
+        single = [
+            estimator(f.image, color_order=f.color_order, boxes=f.boxes, box_scores=f.box_scores)
+            for f in frames
+        ]
+    finally:
+        hook.remove()
+    assert [len(persons) for persons in batched] == [1, 0, 2]
+    for got, want in zip(batched, single, strict=True):
+        assert len(got) == len(want)
+        for a, e in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a.box, e.box)
+            assert a.box_score == e.box_score
+            np.testing.assert_allclose(a.keypoints, e.keypoints, rtol=1e-5, atol=1e-4)
+            assert a.score == pytest.approx(e.score, rel=1e-5)
+
+
+def test_the_callers_model_is_not_changed(random_model) -> None:
+    """A model in training mode (as training evaluates it) stays as it was; the estimator works
+    on its own copy. A model already as the estimator needs it is used as it is."""
+    model = build_pose_model("simplebaseline_res18", input_size=INPUT_SIZE).train()
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    estimator = PoseEstimator(model, device="cpu")
+    image = np.full((200, 150, 3), 128, np.uint8)
+    estimator(image, boxes=np.array([[10.0, 10.0, 100.0, 150.0]], np.float32))
+    assert model.training and estimator.model is not model and not estimator.model.training
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name  # BatchNorm statistics untouched
+    assert PoseEstimator(random_model, device="cpu").model is random_model
+    owned = build_pose_model("simplebaseline_res18", input_size=INPUT_SIZE).train()
+    assert PoseEstimator(owned, device="cpu", copy_model=False).model is owned
+    assert not owned.training

@@ -207,9 +207,41 @@ def test_compressed_jpeg_and_png(picture, ext, fmt) -> None:
     assert ok
     assert compressed_image_size(encoded.tobytes()) == (64, 48)
     result = compressed_msg_to_array(_compressed(encoded.tobytes(), fmt), max_pixels=MAX_PIXELS)
-    assert result.color_order == "BGR"
     error = np.abs(_rgb(result).astype(int) - picture.astype(int))
     assert error.mean() < (3 if ext == ".jpg" else 0.01)
+    # The same pixels OpenCV decodes (same libjpeg-turbo rules), whatever the decoder's order.
+    reference = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(_rgb(result), reference)
+
+
+@pytest.mark.parametrize("mode", ["grey8", "grey16", "rgba", "palette"])
+def test_compressed_png_pixel_formats(picture, mode) -> None:
+    """PNGs that are not 8-bit RGB come out as (H, W, 3) uint8 like OpenCV's IMREAD_COLOR."""
+    grey = _gray(picture)
+    if mode == "grey8":
+        ok, encoded = cv2.imencode(".png", grey)
+        expected = np.dstack([grey] * 3)
+    elif mode == "grey16":
+        wide = grey.astype(np.uint16) * 257 + 3  # high byte = grey
+        ok, encoded = cv2.imencode(".png", wide)
+        expected = np.dstack([grey] * 3)
+    elif mode == "rgba":
+        ok, encoded = cv2.imencode(".png", np.dstack([picture[..., ::-1], np.full_like(grey, 9)]))
+        expected = picture
+    else:
+        import io
+
+        from PIL import Image as PillowImage
+
+        buffer = io.BytesIO()
+        PillowImage.fromarray(picture).quantize(16).save(buffer, format="PNG")
+        encoded = np.frombuffer(buffer.getvalue(), np.uint8)
+        ok = True
+        expected = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
+    assert ok
+    result = compressed_msg_to_array(_compressed(encoded.tobytes(), "png"), max_pixels=MAX_PIXELS)
+    assert result.pixels.shape == (48, 64, 3) and result.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(_rgb(result), expected)
 
 
 def _jpeg_claiming(width: int, height: int) -> bytes:
@@ -262,6 +294,60 @@ def test_jpeg_with_a_valid_header_and_a_corrupt_body_is_refused() -> None:
     with pytest.raises(ImageConversionError) as caught:
         compressed_msg_to_array(_compressed(corrupt, "jpeg"), max_pixels=MAX_PIXELS)
     assert caught.value.kind == "decode"
+
+
+# Decodes corrupt JPEG and PNG data the way the node does; prints what was refused. Run in a child
+# process, so that its stderr holds exactly what the decoding libraries printed (file descriptor 2:
+# libjpeg and libpng write there directly, not through Python).
+_DECODE_CORRUPT = """
+import sys
+import cv2
+import numpy as np
+from sensor_msgs.msg import CompressedImage
+from pose_ros.ros.conversions import ImageConversionError, compressed_msg_to_array
+
+jpeg = open(sys.argv[1], "rb").read()
+_, png = cv2.imencode(".png", np.full((40, 50, 3), 7, np.uint8))
+png = png.tobytes()
+idat = png.index(b"IDAT")
+cases = {
+    "jpeg-garbage-in-scan": jpeg[:2000] + bytes(range(256)) * 4 + jpeg[3024:],
+    "jpeg-truncated": jpeg[: len(jpeg) // 2],
+    "png-bad-crc": png[: idat + 6] + bytes([png[idat + 6] ^ 0xFF]) + png[idat + 7 :],
+    "png-cut": png[: idat + 10],
+}
+for name, data in cases.items():
+    msg = CompressedImage(format="jpeg" if name.startswith("jpeg") else "png")
+    msg.data = data
+    try:
+        compressed_msg_to_array(msg, max_pixels=10**8)
+        print(name, "decoded")
+    except ImageConversionError as error:
+        print(name, "refused:", error)
+"""
+
+
+def test_corrupt_compressed_frames_are_refused_without_printing(coco_dir, tmp_path) -> None:
+    """libjpeg, libpng and OpenCV print complaints about corrupt data straight to stderr; the
+    node's decoder keeps them off stderr and refuses such frames with the decoder's own words."""
+    import subprocess
+
+    script = tmp_path / "decode_corrupt.py"
+    script.write_text(_DECODE_CORRUPT)
+    result = subprocess.run(
+        [sys.executable, str(script), str(coco_dir / "000000000785.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr  # e.g. "Corrupt JPEG data: premature end of data"
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert set(lines) == {"jpeg-garbage-in-scan", "jpeg-truncated", "png-bad-crc", "png-cut"}
+    for name, outcome in lines.items():
+        assert outcome.startswith("refused: corrupt"), (name, outcome)
+        assert "the decoder says:" in outcome, (name, outcome)
+    assert "truncated" in lines["jpeg-truncated"]
 
 
 # --- the annotated-image direction ---

@@ -3,6 +3,7 @@ the node: pure functions and small classes, tested without DDS."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -12,11 +13,13 @@ from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
+from pose_ros.camera import CameraModelError, PinholeCamera
 from pose_ros.drawing import SIDE_COLORS_RGB
 from pose_ros.keypoints import SKELETON_EDGES, limb_side
 from pose_ros.pipeline import Person
+from pose_ros.ros.conversions import camera_from_info
 from pose_ros.ros.mailbox import LatestFrameMailbox
-from pose_ros.ros.markers import PinholeCamera, build_marker_array, pixels_to_plane
+from pose_ros.ros.markers import build_marker_array, pixels_to_plane, track_color_rgb
 from pose_ros.ros.messages import persons_to_msg
 from pose_ros.ros.params import MarkerStyle
 from pose_ros.ros.stats import NodeStats, format_status
@@ -81,6 +84,44 @@ def test_persons_to_msg_with_nobody_and_clipped_scores() -> None:
         persons_to_msg([Person(odd.box, 1.0, 1.0, np.zeros((16, 3)))], _header(), 10, 20)
 
 
+def _with_depth(person: Person, track_id: int = -1) -> Person:
+    """``person`` with 3D positions (keypoint k at x = k, y = -k, z = 2 + k / 10 metres); no
+    position for keypoints 3 and 9; centre from the torso."""
+    positions = np.column_stack(
+        [np.arange(17.0), -np.arange(17.0), 2.0 + np.arange(17.0) / 10]
+    ).astype(np.float32)
+    positions[[3, 9]] = np.nan
+    return dataclasses.replace(
+        person,
+        track_id=track_id,
+        positions=positions,
+        center=np.array([0.5, -0.25, 2.75], np.float32),
+    )
+
+
+def test_persons_to_msg_carries_track_ids_positions_and_centre() -> None:
+    persons = [_with_depth(_person(0.0), track_id=7), _person(200.0)]
+    msg = persons_to_msg(persons, _header(), 640, 480)
+    first, second = msg.persons
+    assert (first.id, second.id) == (7, -1)
+    for index, keypoint in enumerate(first.keypoints):
+        if index in (3, 9):
+            assert not keypoint.has_position
+            assert (keypoint.position.x, keypoint.position.y, keypoint.position.z) == (0, 0, 0)
+        else:
+            assert keypoint.has_position
+            got = (keypoint.position.x, keypoint.position.y, keypoint.position.z)
+            assert got == pytest.approx((index, -index, 2.0 + index / 10), abs=1e-6)
+    assert first.has_center
+    assert (first.center.x, first.center.y, first.center.z) == pytest.approx((0.5, -0.25, 2.75))
+    # without depth: nothing claimed
+    assert not second.has_center and (second.center.x, second.center.z) == (0, 0)
+    assert not any(k.has_position for k in second.keypoints)
+    # a centre that is not finite is not published as one
+    odd = dataclasses.replace(persons[0], center=np.array([np.nan, 0, 1], np.float32))
+    assert not persons_to_msg([odd], _header(), 640, 480).persons[0].has_center
+
+
 # --- markers ---
 
 
@@ -139,7 +180,7 @@ def test_pixels_to_plane_without_camera_info_uses_the_pixel_scale() -> None:
 def test_pixels_to_plane_back_projects_through_k() -> None:
     info = CameraInfo(width=640, height=480)
     info.k = [500.0, 0.0, 320.0, 0.0, 400.0, 240.0, 0.0, 0.0, 1.0]
-    camera = PinholeCamera.from_camera_info(info)
+    camera = camera_from_info(info)
     uv = np.array([[320.0, 240.0], [820.0, 640.0]])
     xyz = pixels_to_plane(
         uv, image_width=640, image_height=480, distance=2.0, pixel_scale=1.0, camera=camera
@@ -151,13 +192,14 @@ def test_pixels_to_plane_back_projects_through_k() -> None:
     # Same camera, image at half resolution: K scales with it.
     half = camera.for_image(320, 240)
     assert (half.fx, half.fy, half.cx, half.cy) == pytest.approx((250, 200, 159.75, 119.75))
-    assert PinholeCamera.from_camera_info(CameraInfo()) is None  # uncalibrated: K all zero
+    with pytest.raises(CameraModelError, match="all zero"):  # uncalibrated: K all zero
+        camera_from_info(CameraInfo())
 
 
 def test_markers_use_the_camera_when_given() -> None:
     info = CameraInfo(width=640, height=480)
     info.k = [500.0, 0.0, 100.0, 0.0, 500.0, 50.0, 0.0, 0.0, 1.0]
-    camera = PinholeCamera.from_camera_info(info)
+    camera = camera_from_info(info)
     person = _person(scores=np.ones(17, np.float32))
     array = build_marker_array(
         [person], _header(), 640, 480, MarkerStyle(plane_distance=5.0), camera
@@ -165,6 +207,66 @@ def test_markers_use_the_camera_when_given() -> None:
     point = array.markers[1].points[0]
     u, v = person.keypoints[0, :2]
     assert (point.x, point.y, point.z) == pytest.approx(((u - 100) / 100, (v - 50) / 100, 5.0))
+
+
+def test_markers_with_depth_are_at_their_3d_places_and_skip_keypoints_without_one() -> None:
+    person = _with_depth(_person(scores=np.ones(17, np.float32)))
+    camera = PinholeCamera(500.0, 500.0, 320.0, 240.0, 640, 480)
+    array = build_marker_array([person], _header(), 640, 480, MarkerStyle(), camera)
+    spheres, lines = array.markers[1:]
+    shown = [k for k in range(17) if k not in (3, 9)]
+    got = np.array([[p.x, p.y, p.z] for p in spheres.points])
+    np.testing.assert_allclose(got, person.positions[shown], atol=1e-6)  # not the plane
+    edges = [(a, b) for a, b in SKELETON_EDGES if a in shown and b in shown]
+    assert len(lines.points) == 2 * len(edges) < 2 * len(SKELETON_EDGES)
+    ends = np.array([[p.x, p.y, p.z] for p in lines.points]).reshape(-1, 2, 3)
+    np.testing.assert_allclose(ends[:, 0], person.positions[[a for a, _ in edges]], atol=1e-6)
+    np.testing.assert_allclose(ends[:, 1], person.positions[[b for _, b in edges]], atol=1e-6)
+
+
+def test_markers_of_tracked_persons_keep_their_id_and_colour() -> None:
+    style = MarkerStyle(keypoint_threshold=0.0)
+    frame_1 = [_person(0.0), dataclasses.replace(_person(200.0), track_id=12)]
+    frame_2 = [dataclasses.replace(_person(30.0), track_id=12), _person(300.0)]  # order changed
+    arrays = [
+        build_marker_array(f, _header(), 640, 480, style).markers[1:] for f in (frame_1, frame_2)
+    ]
+    assert [(m.ns, m.id) for m in arrays[0]] == [
+        ("keypoints", 0),
+        ("skeleton", 0),
+        ("tracked_keypoints", 12),
+        ("tracked_skeleton", 12),
+    ]
+    assert [(m.ns, m.id) for m in arrays[1]] == [
+        ("tracked_keypoints", 12),
+        ("tracked_skeleton", 12),
+        ("keypoints", 1),  # untracked persons keep their index in the frame
+        ("skeleton", 1),
+    ]
+    tracked_lines = [arrays[0][3], arrays[1][1]]
+    r, g, b = track_color_rgb(12)
+    for lines in tracked_lines:
+        assert {(c.r, c.g, c.b) for c in lines.colors} == {(r / 255, g / 255, b / 255)}
+    # other ids, other colours; the same id, the same colour
+    assert len({track_color_rgb(i) for i in range(8)}) == 8
+    assert track_color_rgb(12) == track_color_rgb(12)
+
+
+@pytest.mark.parametrize(
+    "camera",
+    [
+        PinholeCamera(5e-324, 500.0, 320.0, 240.0, 640, 480),
+        PinholeCamera(500.0, 500.0, 1e308, 240.0, 640, 480),
+    ],
+)
+def test_markers_are_never_non_finite(camera: PinholeCamera) -> None:
+    """A camera built around the K check (extreme but positive values): points that would be
+    infinite are left out instead of making RViz refuse the marker."""
+    person = _person(scores=np.ones(17, np.float32))
+    with np.errstate(over="ignore"):  # the overflow is the point here
+        array = build_marker_array([person], _header(), 1280, 960, MarkerStyle(), camera)
+    coordinates = [c for m in array.markers for p in m.points for c in (p.x, p.y, p.z)]
+    assert np.isfinite(coordinates).all()
 
 
 # --- mailbox ---

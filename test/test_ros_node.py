@@ -10,13 +10,16 @@ from __future__ import annotations
 import array
 import itertools
 import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from rclpy.qos import (
@@ -168,13 +171,30 @@ def test_poses_for_each_encoding(peer, raw_node, raw_io, picture, rgb8_keypoints
     stamp = next(_stamps)
     result = _roundtrip(peer, raw_node, publisher, _frame(kind, picture, stamp), poses)
     keypoints = _check_poses(result, picture.shape[1], picture.shape[0], stamp)
-    if kind in ("bgr8", "rgba8", "rgb8_padded_step"):
+    if kind in ("rgb8", "bgr8", "rgba8", "rgb8_padded_step"):
         # The same pixels in another layout: the same keypoints as rgb8 (a channel swap, a
         # misread alpha or a wrong row stride would change them).
         np.testing.assert_allclose(keypoints, rgb8_keypoints, atol=1e-3)
-    else:
-        # Other pixel values (grey, chroma-subsampled): still a pose for the same frame.
-        assert not np.array_equal(keypoints, np.zeros_like(keypoints))
+        return
+    # Grey and chroma-subsampled frames hold other pixel values than the picture: compare with
+    # the same pixels sent as rgb8 (grey: the grey value in all three channels; YUV: the colours
+    # the standard BT.601 decoding gives). A misread byte order, a wrong chroma position or a
+    # wrong grey expansion changes the pixels, and with them the keypoints.
+    same_pixels = _same_pixels_as_rgb8(kind, picture)
+    stamp = next(_stamps)
+    reference = _roundtrip(peer, raw_node, publisher, _frame("rgb8", same_pixels, stamp), poses)
+    reference_keypoints = _check_poses(reference, picture.shape[1], picture.shape[0], stamp)
+    np.testing.assert_allclose(keypoints, reference_keypoints, atol=1e-3)
+
+
+def _same_pixels_as_rgb8(kind: str, picture: np.ndarray) -> np.ndarray:
+    """The RGB pixels that ``_frame(kind, picture)`` stands for."""
+    if kind == "mono8":
+        grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+        return np.ascontiguousarray(np.dstack([grey, grey, grey]))
+    order = {"yuv422": "UYVY", "yuv422_yuy2": "YUYV"}[kind]
+    code = cv2.COLOR_YUV2RGB_UYVY if order == "UYVY" else cv2.COLOR_YUV2RGB_YUY2
+    return cv2.cvtColor(pack_yuv422(picture, order), code)
 
 
 # --- bad input: each frame refused with a clear error, the next good frame still answered ---
@@ -196,6 +216,10 @@ BAD_RAW_FRAMES = {
         (20000, 20000, "rgb8", 60000, 64),
         r"20000x20000 .* exceeds max_image_pixels",
     ),
+    # Valid frames, but smaller than the pose network can use: bad input, not a failure.
+    "one_pixel": ((1, 1, "rgb8", 3, 3), r"1x1 is smaller than the 2x2 pixels"),
+    "one_column": ((1, 100, "rgb8", 3, 300), r"1x100 is smaller than the 2x2 pixels"),
+    "one_row": ((100, 1, "mono8", 100, 100), r"100x1 is smaller than the 2x2 pixels"),
 }
 
 
@@ -219,6 +243,10 @@ def test_bad_raw_frame_is_refused_and_the_next_good_frame_answered(
     _check_poses(result, picture.shape[1], picture.shape[0], good_stamp)
     assert not with_stamp(poses, bad_stamp), "a refused frame must not produce poses"
     assert raw_node.process.poll() is None
+    # Reported once, as bad input: not also as a processing failure.
+    log = raw_node.log(start)
+    assert "processing a frame failed" not in log, log[-2000:]
+    assert "Traceback" not in log, log[-2000:]
 
 
 # --- markers, camera_info, the annotated image, runtime parameters ---
@@ -404,11 +432,11 @@ def test_burst_of_100_frames_at_60_hz(peer, raw_node, raw_io, picture) -> None:
     assert received >= 50, summary  # best effort over loopback: most frames arrive
     # Every frame the node received was processed or dropped for a newer one, none queued up.
     assert received == processed + dropped, summary
-    # Where a frame takes longer than the 16.7 ms between frames (any CPU), frames that came in
-    # while the worker was busy must have been dropped, and counted.
-    latencies = [float(v) for v in re.findall(r"latency p50 (\d+) ms", raw_node.log(start))]
-    if latencies and float(np.median(latencies)) > 25:
-        assert dropped > 0, summary
+    # What holds on any machine, fast or slow: every received frame that got no answer on /poses
+    # was counted as dropped, and every answer is a processed frame (the fresh frame included).
+    answered = {p.header.stamp.sec for p in poses if first <= p.header.stamp.sec <= after}
+    assert len(answered) == processed, summary
+    assert dropped == received - len(answered), summary
     assert response_s < 5.0, summary
     assert rss_after - rss_before < 150, summary
 
@@ -534,3 +562,238 @@ def test_qos_warnings_and_clean_shutdown(peer, tmp_path: Path) -> None:
     assert code == 0, log[-3000:]
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
     assert "stopped: 0 frames received" in log
+
+
+# --- a real detector backend: several boxes per frame reach /poses; thresholds change them ---
+
+DETECTOR_NS = "/pose_test_detector"
+_YOLO_INPUT = 640
+_YOLO_STRIDE = 32
+
+
+class _RandomTinyYolo(torch.nn.Module):
+    """A small convolutional network with YOLOv8's output layout, (1, 4 + 1 class, anchors):
+    random weights (seeded), boxes of 32-320 px around a 20 x 20 grid, sigmoid scores. Its
+    detections mean nothing, but they are many, spread, scored, and come from a real network run
+    by the node's onnx_yolo backend (ONNX Runtime, letterbox, decoding, NMS)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, stride=4, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, 3, stride=4, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 5, 3, stride=2, padding=1),
+        )
+        cells = _YOLO_INPUT // _YOLO_STRIDE
+        ys, xs = torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs, ys]).reshape(1, 2, -1).float())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raw = self.features(images).flatten(2)  # (1, 5, 400)
+        centres = (self.grid + torch.sigmoid(raw[:, 0:2])) * _YOLO_STRIDE
+        sizes = _YOLO_STRIDE + 288 * torch.sigmoid(raw[:, 2:4])
+        return torch.cat([centres, sizes, torch.sigmoid(raw[:, 4:5])], dim=1)
+
+
+@pytest.fixture(scope="module")
+def yolo_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(11)
+    path = tmp_path_factory.mktemp("detector") / "random_tiny_yolov8.onnx"
+    torch.onnx.export(
+        _RandomTinyYolo().eval(),
+        (torch.zeros(1, 3, _YOLO_INPUT, _YOLO_INPUT),),
+        str(path),
+        input_names=["images"],
+        output_names=["output0"],
+        opset_version=17,
+        dynamo=False,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector_node(
+    tiny_checkpoint: Path, yolo_onnx: Path, tmp_path_factory: pytest.TempPathFactory
+) -> NodeProcess:
+    log = tmp_path_factory.mktemp("detector_node") / "pose_node.log"
+    parameters = node_parameters(
+        tiny_checkpoint,
+        **{
+            "detector.backend": "onnx_yolo",
+            "detector.weights": yolo_onnx,
+            "detector.yolo_layout": "yolov8",
+            "detector.score_threshold": 0.0,
+            "max_persons": 20,
+            "keypoint_score_threshold": 0.2,
+            "qos.reliability": "reliable",
+        },
+    )
+    with pose_node(log, DETECTOR_NS, parameters) as node:
+        yield node
+        _stop_cleanly(node)
+
+
+def _persons(result: PersonPoseArray) -> list[tuple[np.ndarray, float, float, np.ndarray]]:
+    """(box xywh, box score, person score, (17, 3) keypoints) of each person."""
+    return [
+        (
+            np.array([p.x_min, p.y_min, p.width, p.height]),
+            p.box_score,
+            p.score,
+            np.array([[k.x, k.y, k.score] for k in p.keypoints]),
+        )
+        for p in result.persons
+    ]
+
+
+def _expected_score(box_score: float, keypoints: np.ndarray, threshold: float) -> float:
+    """The reference's rescoring: box score x mean keypoint score above the threshold."""
+    above = keypoints[:, 2][keypoints[:, 2] > threshold]
+    return float(box_score * above.mean()) if len(above) else 0.0
+
+
+def test_detector_boxes_reach_poses_and_thresholds_change_them(
+    peer, detector_node, yolo_onnx, picture
+) -> None:
+    from pose_ros.detection import build_detector
+
+    publisher = peer.node.create_publisher(Image, f"{DETECTOR_NS}/image", reliable(2))
+    poses, _ = peer.collect(PersonPoseArray, f"{DETECTOR_NS}/poses", reliable())
+
+    def answer() -> list[tuple[np.ndarray, float, float, np.ndarray]]:
+        stamp = next(_stamps)
+        frame = _frame("rgb8", picture, stamp)
+        return _persons(_roundtrip(peer, detector_node, publisher, frame, poses))
+
+    # The detector's own boxes for this frame, computed here from the same file.
+    detector = build_detector(
+        "onnx_yolo", weights=str(yolo_onnx), layout="yolov8", score_threshold=0.0, max_persons=20
+    )
+    detections = detector.detect(picture, "RGB")
+    assert len(detections.boxes) >= 5, "the random detector should find several boxes"
+    pairs = zip(detections.scores.tolist(), detections.boxes.tolist(), strict=True)
+    expected = sorted(pairs, reverse=True)
+
+    persons = answer()
+    assert len(persons) == len(expected)
+    got = sorted(((box_score, box.tolist()) for box, box_score, _, _ in persons), reverse=True)
+    np.testing.assert_allclose([g[0] for g in got], [e[0] for e in expected], atol=1e-4)
+    np.testing.assert_allclose([g[1] for g in got], [e[1] for e in expected], atol=1e-2)
+    for _, box_score, score, keypoints in persons:
+        assert score == pytest.approx(_expected_score(box_score, keypoints, 0.2), abs=1e-5)
+
+    # Both in one request: at most 2 persons (the two best boxes), every keypoint counted.
+    results = _set_parameters(
+        peer,
+        DETECTOR_NS,
+        [Parameter("max_persons", value=2), Parameter("keypoint_score_threshold", value=0.0)],
+    )
+    assert all(r.successful for r in results), results
+    persons = answer()
+    assert sorted(p[1] for p in persons) == pytest.approx(sorted(e[0] for e in expected[:2]))
+    for _, box_score, score, keypoints in persons:
+        assert score == pytest.approx(_expected_score(box_score, keypoints, 0.0), abs=1e-5)
+        assert score > 0
+
+    # A threshold no keypoint reaches: every person scores 0 (the keypoints are still published).
+    (result,) = _set_parameters(
+        peer, DETECTOR_NS, [Parameter("keypoint_score_threshold", value=1.0)]
+    )
+    assert result.successful
+    persons = answer()
+    assert len(persons) == 2 and all(score == 0.0 for _, _, score, _ in persons)
+
+    # The detector's score threshold: only boxes at or above it.
+    cut = float(np.median(detections.scores))
+    results = _set_parameters(
+        peer,
+        DETECTOR_NS,
+        [Parameter("max_persons", value=20), Parameter("detector.score_threshold", value=cut)],
+    )
+    assert all(r.successful for r in results), results
+    persons = answer()
+    assert len(persons) == int((detections.scores >= cut).sum())
+    assert min(p[1] for p in persons) >= cut - 1e-6
+
+
+# --- runtime parameters are applied between frames, never inside one ---
+
+
+def test_parameter_changes_wait_for_the_frame_in_progress(tiny_checkpoint: Path, picture) -> None:
+    """The node in this process (its worker thread is real), with the estimator's batch call
+    instrumented: a change requested while a frame is inside the estimator must not reach it
+    before that frame is done, and both parameters of one request arrive together."""
+    import rclpy
+
+    from pose_ros.ros.node import PoseNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    overrides = [
+        Parameter(name, value=str(value) if isinstance(value, Path) else value)
+        for name, value in node_parameters(tiny_checkpoint).items()
+    ]
+    node = PoseNode(context=context, parameter_overrides=overrides)
+    try:
+        estimator = node._estimator
+        real_estimate_batch = estimator.estimate_batch
+        inside = threading.Event()
+        seen: list[tuple[tuple[float, int], tuple[float, int]]] = []
+
+        def settings() -> tuple[float, int]:
+            return (estimator.keypoint_score_threshold, estimator.max_persons)
+
+        def instrumented(frames):
+            before = settings()
+            inside.set()
+            time.sleep(0.5)  # a slow frame: the change arrives meanwhile
+            result = real_estimate_batch(frames)
+            seen.append((before, settings()))
+            return result
+
+        estimator.estimate_batch = instrumented
+        node._on_image(_frame("rgb8", picture, next(_stamps)))  # what the subscription does
+        assert inside.wait(30), "the worker never reached the estimator"
+        node.set_parameters(
+            [Parameter("keypoint_score_threshold", value=0.7), Parameter("max_persons", value=3)]
+        )
+        assert settings() == (0.2, 20), "applied while the frame was inside the estimator"
+        deadline = time.monotonic() + 10
+        while (not seen or settings() != (0.7, 3)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert seen == [((0.2, 20), (0.2, 20))]
+        assert settings() == (0.7, 3), "the change must apply after the frame"
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+# --- Ctrl-C as a terminal running `ros2 launch` sends it: twice, while frames flow ---
+
+
+def test_double_ctrl_c_while_processing_ends_cleanly(peer, tiny_checkpoint, picture, tmp_path):
+    """The terminal's SIGINT and launch's own SIGINT arrive close together, mid-frame. The node
+    must finish its frame, log its summary and exit 0: no traceback, and no "Failed to publish
+    log message to rosout: publisher's context is invalid"."""
+    namespace = "/pose_test_ctrl_c"
+    publisher = peer.node.create_publisher(Image, f"{namespace}/image", reliable(2))
+    poses, _ = peer.collect(PersonPoseArray, f"{namespace}/poses", reliable())
+    parameters = node_parameters(tiny_checkpoint, **{"qos.reliability": "reliable"})
+    with pose_node(tmp_path / "pose_node.log", namespace, parameters) as node:
+        frame = _frame("rgb8", picture, next(_stamps))
+        assert peer.publish_until(lambda: publisher.publish(frame), lambda: bool(poses))
+        for _ in range(10):  # keep the worker busy
+            publisher.publish(_frame("rgb8", picture, next(_stamps)))
+            peer.spin_for(0.02)
+        node.process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        node.process.send_signal(signal.SIGINT)
+        code = node.process.wait(timeout=30)
+    log = node.log()
+    assert code == 0, log[-3000:]
+    for problem in ("Traceback", "KeyboardInterrupt", "Failed to publish", "context is invalid"):
+        assert problem not in log, log[-3000:]
+    assert re.search(r"stopped: \d+ frames received, [1-9]\d* processed", log), log[-2000:]

@@ -2,7 +2,9 @@
 
 The tiny network (``training/configs/overfit_coco4.yaml``) is trained through
 ``training.train.main`` on the 4 COCO images of the shared test data until pycocotools AP >= 0.9
-on those images; its ``best.pth`` is what the other tests load. The run happens once per session,
+on those same images: memorisation through the real loop (data, targets, loss, checkpoint,
+decoding, evaluation fit together), not a measure of accuracy. Its ``best.pth`` is what the other
+tests load. The run happens once per session,
 for whichever test module asks first (the cache lives in this module, which every test module
 imports by name).
 """

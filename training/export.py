@@ -16,108 +16,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from pose_ros.models import CheckpointError, PoseNet, load_pose_model
+from pose_ros.models import CheckpointError, load_pose_model
 from pose_ros.runtime import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    OnnxPoseRunner,
+    MIN_OPSET,
     RuntimeBackendError,
     build_tensorrt_engine,
-    export_metadata,
+    compare_with_onnxruntime,
+    export_onnx,
 )
 
-#: Lowest opset accepted: 17 has every op of the pose networks in its final form.
-MIN_OPSET = 17
-
-
-def export_onnx(model: PoseNet, path: str | Path, *, opset: int = MIN_OPSET) -> Path:
-    """Write ``model`` (fp32, CPU, eval mode) as ONNX with a dynamic batch axis and metadata.
-
-    Args:
-        model: any PoseNet; it is copied to the CPU in eval mode, the original is not changed.
-        path: the ``.onnx`` file to write (parent folders created).
-        opset: ONNX opset version, at least 17.
-
-    Returns:
-        The path written.
-    """
-    import onnx
-
-    if opset < MIN_OPSET:
-        raise ValueError(f"opset must be at least {MIN_OPSET}, got {opset}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    network = _cpu_eval_copy(model)
-    height, width = model.input_size
-    example = torch.zeros(2, 3, height, width)
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
-        # onnxscript; it still exports these convolutional graphs exactly.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            network,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            do_constant_folding=True,
-        )
-    graph = onnx.load(str(path))
-    metadata = export_metadata(
-        model.preprocessing, dict(model.arch), model.num_keypoints, tuple(model.heatmap_size)
-    )
-    del graph.metadata_props[:]
-    for key, value in metadata.items():
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(graph)
-    onnx.save(graph, str(path))
-    return path
-
-
-def compare_with_onnxruntime(
-    model: PoseNet,
-    onnx_path: str | Path,
-    *,
-    inputs: torch.Tensor | None = None,
-    batch_size: int = 3,
-    seed: int = 0,
-) -> float:
-    """Max abs heatmap difference between PyTorch (fp32, CPU) and ONNX Runtime (CPU).
-
-    Args:
-        inputs: (N, 3, H, W) normalised crops; default normal noise of that scale, ``batch_size``
-            crops (not the export's example batch of 2, which also checks the dynamic batch axis).
-    """
-    network = _cpu_eval_copy(model)
-    height, width = model.input_size
-    if inputs is None:
-        generator = torch.Generator().manual_seed(seed)
-        inputs = torch.randn(batch_size, 3, height, width, generator=generator)
-    x = inputs.to("cpu", torch.float32)
-    with torch.inference_mode():
-        expected = network(x).numpy()
-    runner = OnnxPoseRunner(onnx_path, device="cpu")
-    actual = runner(x).numpy()
-    if actual.shape != expected.shape:
-        raise RuntimeBackendError(f"ONNX output shape {actual.shape} != PyTorch {expected.shape}")
-    return float(np.abs(actual - expected).max())
-
-
-def _cpu_eval_copy(model: PoseNet) -> PoseNet:
-    import copy
-
-    network = copy.deepcopy(model).to("cpu", torch.float32).eval()
-    return network.to(memory_format=torch.contiguous_format)
+# export_onnx and compare_with_onnxruntime live in pose_ros.runtime (the node exports on first use
+# with them, and training/ is not installed with the node); this module is their command line.
+__all__ = ["MIN_OPSET", "build_parser", "compare_with_onnxruntime", "export_onnx", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

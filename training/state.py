@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pose_ros.fileio import atomic_write
-
 TRAINING_STATE_FORMAT = "pose_ros.training_state"
 TRAINING_STATE_VERSION = 1
 
@@ -62,13 +60,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def atomic_torch_save(payload: Any, path: Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` onto it."""
-    with atomic_write(path) as stream:
-        torch.save(payload, stream)
-    return path
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

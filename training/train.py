@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pose_ros.fileio import atomic_write
 from pose_ros.models import (
     AttentionPoseNet,
     CheckpointError,
@@ -67,7 +68,6 @@ from .state import (
     TRAINING_STATE_FORMAT,
     TRAINING_STATE_VERSION,
     TrainingStateError,
-    atomic_torch_save,
     capture_rng_state,
     load_training_state,
     restore_rng_state,
@@ -357,25 +357,26 @@ def _train(
         if not dist.is_main or saved_step == step:
             return
         saved_step = step
-        atomic_torch_save(
-            {
-                "format": TRAINING_STATE_FORMAT,
-                "version": TRAINING_STATE_VERSION,
-                "model": model.state_dict(),
-                "arch": dict(model.arch),
-                "preprocessing": preprocessing.to_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "batch_in_epoch": batch_in_epoch,
-                "step": step,
-                "best_ap": best_ap,
-                "rng": capture_rng_state(),
-                "config": config.to_dict(),
-            },
-            last_path,
-        )
+        with atomic_write(last_path) as stream:
+            torch.save(
+                {
+                    "format": TRAINING_STATE_FORMAT,
+                    "version": TRAINING_STATE_VERSION,
+                    "model": model.state_dict(),
+                    "arch": dict(model.arch),
+                    "preprocessing": preprocessing.to_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "batch_in_epoch": batch_in_epoch,
+                    "step": step,
+                    "best_ap": best_ap,
+                    "rng": capture_rng_state(),
+                    "config": config.to_dict(),
+                },
+                stream,
+            )
 
     max_steps = config.train.max_steps
     stop = max_steps is not None and step >= max_steps

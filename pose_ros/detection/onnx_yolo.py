@@ -1,4 +1,5 @@
-"""Person detection with YOLO-family ONNX exports (YOLOv5, YOLOv8/YOLO11, YOLOX) on ONNX Runtime.
+"""Person detection with YOLO-family ONNX exports (YOLOv5, YOLOv8/YOLO11, YOLOX raw, decoded or
+with NMS inside) on ONNX Runtime.
 
 ONNX Runtime is an optional dependency: it is imported when such a detector is built.
 """
@@ -22,10 +23,25 @@ from .base import DetectionFilter, DetectorError, PersonDetector, RawDetections
 
 logger = logging.getLogger(__name__)
 
-#: Output layouts: "yolov8" (1, 4+nc, A) cx, cy, w, h, class scores (also YOLO11);
-#: "yolov5" and "yolox" (1, A, 5+nc) cx, cy, w, h, objectness, class scores (YOLOX decoded);
-#: "auto" tells "yolov8" from "yolov5" by the output shape (more anchors than channels).
-YOLO_LAYOUTS: tuple[str, ...] = ("auto", "yolov8", "yolov5", "yolox")
+#: Output layouts:
+#:
+#: * "yolov8" (1, 4+nc, A): cx, cy, w, h, class scores (also YOLO11).
+#: * "yolov5" (1, A, 5+nc): cx, cy, w, h, objectness, class scores.
+#: * "yolox" (1, A, 5+nc): YOLOX's own ``tools/export_onnx.py`` by default and its released
+#:   ``yolox_*.onnx`` files: box offsets per grid cell (x, y relative to the cell, log w, h) on
+#:   strides 8, 16, 32 (and 64 for P6 models), sigmoid objectness and class scores; decoded here
+#:   as YOLOX's ``demo_postprocess`` does.
+#: * "yolox_decoded": the same exported with ``--decode_in_inference`` (boxes in pixels).
+#: * "yolox_nms": an end-to-end export with NMS inside (mmyolo / mmdeploy easydeploy, TensorRT
+#:   EfficientNMS style): four outputs num_dets (1, 1), boxes (1, N, 4) x1, y1, x2, y2,
+#:   scores (1, N), labels (1, N).
+#: * "auto" tells "yolov8" from "yolov5" by the output shape (more anchors than channels); YOLOX
+#:   files must be named, as their preprocessing differs.
+#:
+#: All YOLOX layouts feed BGR pixels unscaled (0..255), letterboxed top-left (padding right and
+#: bottom, gray 114), as YOLOX's ``preproc``.
+YOLO_LAYOUTS: tuple[str, ...] = ("auto", "yolov8", "yolov5", "yolox", "yolox_decoded", "yolox_nms")
+YOLOX_LAYOUTS: tuple[str, ...] = ("yolox", "yolox_decoded", "yolox_nms")
 
 _DEFAULT_INPUT_SIZE = (640, 640)
 
@@ -37,7 +53,8 @@ class YoloPreprocess:
     Attributes:
         color_order: channel order the network expects, "RGB" or "BGR".
         scale: multiplies the uint8 pixel values (1/255 for YOLOv5/v8, 1 for YOLOX).
-        center: center the resized image in the letterbox (YOLOv5/v8) or put it top-left (YOLOX).
+        center: center the resized image in the letterbox (YOLOv5/v8) or put it top-left and pad
+            right and bottom (YOLOX, whose resize also truncates the scaled size to integers).
         pad_value: gray level of the letterbox border.
     """
 
@@ -54,7 +71,7 @@ class YoloPreprocess:
 
 def default_preprocess(layout: str) -> YoloPreprocess:
     """The preprocessing each exporter's models were trained with."""
-    if layout == "yolox":
+    if layout in YOLOX_LAYOUTS:
         return YoloPreprocess(color_order="BGR", scale=1.0, center=False)
     return YoloPreprocess()
 
@@ -68,7 +85,8 @@ def letterbox(
         image: (H, W, 3) uint8.
         size: (height, width) of the output.
         pad_value: border gray level.
-        center: pad both sides equally, else only right and bottom.
+        center: pad both sides equally (sizes rounded), else only right and bottom (sizes
+            truncated, as YOLOX's ``preproc`` does with ``int(w * r)``).
 
     Returns:
         (canvas (height, width, 3) uint8, scale, (pad_x, pad_y)): a source pixel (x, y) lands at
@@ -77,7 +95,8 @@ def letterbox(
     height, width = image.shape[:2]
     out_h, out_w = size
     scale = min(out_h / height, out_w / width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    size_of = round if center else int
+    new_w, new_h = max(1, size_of(width * scale)), max(1, size_of(height * scale))
     if (new_w, new_h) != (width, height):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     pad_x = (out_w - new_w) // 2 if center else 0
@@ -100,7 +119,8 @@ def decode_yolo_output(
     """Split a YOLO output into boxes, best-class scores and labels.
 
     Args:
-        output: (1, 4+nc, A) for "yolov8", (1, A, 5+nc) for "yolov5"/"yolox"; "auto" picks.
+        output: (1, 4+nc, A) for "yolov8", (1, A, 5+nc) for "yolov5" and the YOLOX layouts
+            (raw "yolox" outputs already grid-decoded by :func:`decode_yolox_grid`); "auto" picks.
         layout: one of :data:`YOLO_LAYOUTS`.
 
     Returns:
@@ -129,6 +149,71 @@ def decode_yolo_output(
     labels = class_scores.argmax(axis=1)
     scores = np.take_along_axis(class_scores, labels[:, None], axis=1)[:, 0]
     return rows[:, :4], scores, labels
+
+
+def decode_yolox_grid(output: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """Boxes of a raw YOLOX output in pixels, as YOLOX's ``demo_postprocess``.
+
+    Args:
+        output: (1, A, 5+nc) or (A, 5+nc); A = sum over strides s of (H/s)(W/s), anchors ordered
+            stride by stride, row-major within each.
+        input_size: (H, W) of the network input.
+
+    Returns:
+        (A, 5+nc) copy with x, y = (offset + cell) * stride and w, h = exp(value) * stride.
+    """
+    rows = np.array(output[0] if output.ndim == 3 else output, dtype=np.float32)
+    height, width = input_size
+    for strides in ((8, 16, 32), (8, 16, 32, 64)):
+        grids, expanded = [], []
+        for stride in strides:
+            ys, xs = np.meshgrid(
+                np.arange(height // stride), np.arange(width // stride), indexing="ij"
+            )
+            grids.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+            expanded.append(np.full((xs.size, 1), stride, np.float32))
+        grid = np.concatenate(grids)
+        if len(grid) == len(rows):
+            stride_column = np.concatenate(expanded)
+            rows[:, :2] = (rows[:, :2] + grid) * stride_column
+            # exp of a wild value is inf, not an error: such anchors then fail the size checks.
+            with np.errstate(over="ignore"):
+                rows[:, 2:4] = np.exp(rows[:, 2:4]) * stride_column
+            return rows
+    raise DetectorError(
+        f"raw YOLOX output has {len(rows)} anchors, which matches no stride 8/16/32(/64) grid of "
+        f"a {height}x{width} input; set the input size the model was exported at, or the layout "
+        f"'yolox_decoded' if it was exported with --decode_in_inference"
+    )
+
+
+def split_nms_outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """boxes (n, 4) x1, y1, x2, y2, scores (n,), labels (n,) of an NMS-included export's four
+    outputs num_dets (1, 1), boxes (1, N, 4), scores (1, N), labels (1, N), in any order."""
+    if len(outputs) != 4:
+        raise DetectorError(
+            f"an NMS-included export has 4 outputs (num_dets, boxes, scores, labels), this one "
+            f"has {len(outputs)}: {[tuple(o.shape) for o in outputs]}"
+        )
+    arrays = [np.asarray(o) for o in outputs]
+    boxes = [a for a in arrays if a.ndim == 3 and a.shape[-1] == 4]
+    count = [a for a in arrays if a.size == 1]
+    per_box = [a for a in arrays if a.ndim == 2 and a.size != 1]
+    if len(boxes) != 1 or len(count) != 1 or len(per_box) != 2:
+        raise DetectorError(
+            "cannot tell num_dets (1, 1), boxes (1, N, 4), scores (1, N) and labels (1, N) apart "
+            f"in outputs of shapes {[tuple(a.shape) for a in arrays]}"
+        )
+    # Labels are integers in these exports; if both are floats, scores come first (their order).
+    first, second = per_box
+    if np.issubdtype(first.dtype, np.integer) and not np.issubdtype(second.dtype, np.integer):
+        first, second = second, first
+    n = int(np.clip(count[0].reshape(()), 0, boxes[0].shape[1]))
+    return (
+        boxes[0][0, :n].astype(np.float32),
+        first[0, :n].astype(np.float32),
+        second[0, :n].astype(np.int64),
+    )
 
 
 def _import_onnxruntime() -> Any:
@@ -224,11 +309,18 @@ class OnnxYoloDetector(PersonDetector):
         if color_order != pre.color_order:
             canvas = canvas[..., ::-1]  # the gray border is the same in either order
         blob = canvas.transpose(2, 0, 1)[None].astype(np.float32) * np.float32(pre.scale)
-        output = self.session.run(None, {self.input_name: blob.astype(self.input_dtype)})[0]
-        boxes_cxcywh, scores, labels = decode_yolo_output(
-            np.asarray(output, dtype=np.float32), self.layout
-        )
-        boxes = ops.box_convert(torch.from_numpy(boxes_cxcywh), "cxcywh", "xyxy")
+        outputs = self.session.run(None, {self.input_name: blob.astype(self.input_dtype)})
+        if self.layout == "yolox_nms":
+            boxes_xyxy, scores, labels = split_nms_outputs(outputs)
+            boxes = torch.from_numpy(boxes_xyxy)
+        else:
+            output = np.asarray(outputs[0], dtype=np.float32)
+            if self.layout == "yolox":
+                output = decode_yolox_grid(output, self.input_size)
+            boxes_cxcywh, scores, labels = decode_yolo_output(output, self.layout)
+            boxes = ops.box_convert(torch.from_numpy(boxes_cxcywh), "cxcywh", "xyxy")
         # Undo the letterbox: back to source-image pixels.
         boxes = (boxes - torch.tensor([pad_x, pad_y, pad_x, pad_y], dtype=boxes.dtype)) / scale
-        return RawDetections(boxes, torch.from_numpy(scores), torch.from_numpy(labels))
+        return RawDetections(
+            boxes, torch.from_numpy(np.ascontiguousarray(scores)), torch.from_numpy(labels)
+        )

@@ -15,12 +15,17 @@ Published files load key for key into ``simplebaseline_res*`` (or, through
   ``data_preprocessor.*``, ignored), RGB input; mmpose 0.x: ``keypoint_head.*`` instead of
   ``head.*``.
 
-Nothing here unpickles arbitrary objects: every file goes through ``weights_only=True`` (plus the
-numpy array types that mmpose metadata can hold).
+Nothing here runs code from a file. Files given by path go through ``torch.load(weights_only=True)``
+(plus the numpy array types that mmpose metadata can hold) and anything beyond plain data is
+refused with a message. Registry files whose sha256 prefix matched are read with the restricted
+unpickler of :mod:`pose_ros.models.unpickling`, because the ``meta`` mmengine writes into published
+mmpose files can hold objects of mmengine classes: those become inert placeholders (``meta`` is
+never used), while a callable that could run code (``os.system``, ...) is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -47,7 +52,9 @@ from pose_ros.models.registry import (
     PublishedCheckpoint,
     fetch_published_checkpoint,
     get_published_checkpoint,
+    read_verified,
 )
+from pose_ros.models.unpickling import RefusedGlobal, load_trusted
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -144,7 +151,10 @@ def load_pose_model(
     elif not path.is_file():
         raise CheckpointError(f"Checkpoint {path} is not a file.")
 
-    loaded = _safe_load(path, map_location)
+    if entry is not None and entry.sha256_prefix:
+        loaded = _trusted_load(path, entry, map_location)
+    else:
+        loaded = _safe_load(path, map_location)
     if isinstance(loaded, Mapping) and loaded.get("format") == CHECKPOINT_FORMAT:
         model = _load_own(loaded, path, arch, input_size)
     else:
@@ -254,6 +264,25 @@ def _safe_load(path: Path, map_location: str | torch.device) -> Any:
         ) from None
 
 
+def _trusted_load(path: Path, entry: PublishedCheckpoint, map_location: str | torch.device) -> Any:
+    """Load a registry file whose bytes match its sha256 prefix (restricted unpickler)."""
+    data = read_verified(entry, path)
+    try:
+        return load_trusted(data, map_location)
+    except RefusedGlobal as exc:
+        raise CheckpointError(
+            f"Checkpoint {path} ({entry.name}) matches its sha256 prefix but its pickle calls "
+            f"{exc.qualified_name}, which could run code; pose_ros refused it and ran nothing. "
+            f"Delete the file and fetch {entry.filename} again from {entry.url or entry.homepage}."
+        ) from None
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"Checkpoint {path} ({entry.name}) cannot be read ({type(exc).__name__}: "
+            f"{(lines[0] if lines else '')[:200]})."
+        ) from None
+
+
 def _load_own(
     data: Mapping[str, Any], path: Path, arch: str | None, input_size: tuple[int, int] | None
 ) -> PoseNet:
@@ -268,9 +297,7 @@ def _load_own(
         preprocessing = Preprocessing.from_dict(data["preprocessing"])
         state_dict = data["state_dict"]
         if input_size is not None:
-            preprocessing = Preprocessing(
-                preprocessing.color_order, preprocessing.mean, preprocessing.std, input_size
-            )
+            preprocessing = dataclasses.replace(preprocessing, input_size=input_size)
         recorded["input_size"] = preprocessing.input_size
         name = recorded.pop("name")
         warm_start = arch is not None and arch != name
@@ -328,7 +355,9 @@ def _load_published(
     size = input_size or (entry.input_size if entry is not None else None)
     size = size or _size_from_name(path.name) or (256, 192)
     try:
-        preprocessing = Preprocessing(color, IMAGENET_MEAN, IMAGENET_STD, tuple(size))
+        rule = "microsoft" if layout == "microsoft" else "mmpose"
+        rule = entry.decode_rule if entry is not None else rule
+        preprocessing = Preprocessing(color, IMAGENET_MEAN, IMAGENET_STD, tuple(size), rule)
         inferred = _infer_arch(native)
         if layout == "pose_ros" and arch is None:
             raise ValueError(

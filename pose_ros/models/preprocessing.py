@@ -1,4 +1,5 @@
-"""What a network expects of its input crop: channel order, normalisation and size.
+"""What a network expects of its input crop (channel order, normalisation, size) and how its
+heatmaps are decoded (the rule of the weights' authors).
 
 The record travels with the weights (in our checkpoints and in the registry of published files),
 so the pipeline never guesses whether a model was trained on RGB or BGR pixels.
@@ -15,7 +16,10 @@ import torch
 
 from pose_ros.images import check_color_order
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing"]
+__all__ = ["DECODE_RULES", "IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing"]
+
+#: Heatmap post-processing rules (see ``pose_ros.codec.decode_heatmaps``), by the weights' authors.
+DECODE_RULES: tuple[str, ...] = ("mmpose", "microsoft")
 
 #: ImageNet statistics of pixel/255, in R, G, B order.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -32,6 +36,9 @@ class Preprocessing:
         std: per input channel, in that channel order, dividing (pixel/255 - mean).
         input_size: (H, W) of the crop fed to the network, positive (the networks built here
             further need multiples of 32, which ``build_pose_model`` checks).
+        decode_rule: whose heatmap post-processing the weights were evaluated with, "mmpose" (the
+            quarter offset per axis) or "microsoft" (only when the peak is inside on both axes);
+            ``pose_ros.codec.decode_heatmaps`` applies it. Our own models use "mmpose".
 
     Note that the microsoft SimpleBaseline weights expect BGR input normalised with the ImageNet
     numbers applied in R, G, B order to the B, G, R channels (their training quirk), which this
@@ -42,9 +49,14 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     input_size: tuple[int, int] = (256, 192)
+    decode_rule: str = "mmpose"
 
     def __post_init__(self) -> None:
         check_color_order(self.color_order, "Preprocessing.color_order")
+        if self.decode_rule not in DECODE_RULES:
+            raise ValueError(
+                f"Preprocessing.decode_rule must be one of {DECODE_RULES}, got {self.decode_rule!r}"
+            )
         # Normalise list inputs (e.g. from JSON) to tuples so the record stays hashable.
         object.__setattr__(self, "mean", _three_floats("mean", self.mean))
         object.__setattr__(self, "std", _three_floats("std", self.std))
@@ -59,16 +71,23 @@ class Preprocessing:
             "mean": list(self.mean),
             "std": list(self.std),
             "input_size": list(self.input_size),
+            "decode_rule": self.decode_rule,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
-        """Inverse of :meth:`to_dict`; unknown or missing keys are a ValueError."""
+        """Inverse of :meth:`to_dict`; unknown or missing keys are a ValueError.
+
+        ``decode_rule`` may be absent (records written before it existed): "mmpose", the rule our
+        own models were always decoded with per axis.
+        """
         if not isinstance(data, Mapping):
             raise ValueError(f"Preprocessing.from_dict needs a mapping, got {type(data).__name__}")
         expected = {"color_order", "mean", "std", "input_size"}
         unknown = set(data) - expected
         missing = expected - set(data)
+        expected.add("decode_rule")
+        unknown.discard("decode_rule")
         if unknown or missing:
             raise ValueError(
                 f"Preprocessing.from_dict: keys must be {sorted(expected)}; "
@@ -79,6 +98,7 @@ class Preprocessing:
             mean=tuple(data["mean"]),
             std=tuple(data["std"]),
             input_size=tuple(data["input_size"]),
+            decode_rule=data.get("decode_rule", "mmpose"),
         )
 
     def normalize(self, images: torch.Tensor, *, input_color_order: str = "RGB") -> torch.Tensor:

@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 from tqdm import tqdm
 
+from pose_ros.fileio import atomic_write
 from pose_ros.models.errors import CheckpointError
 from pose_ros.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
@@ -32,6 +33,7 @@ __all__ = [
     "checkpoint_cache_dir",
     "fetch_published_checkpoint",
     "get_published_checkpoint",
+    "read_verified",
     "sha256_file",
 ]
 
@@ -73,7 +75,14 @@ class PublishedCheckpoint:
     def preprocessing(self) -> Preprocessing:
         # Both mmpose and microsoft normalise pixel/255 with the ImageNet numbers in R, G, B order;
         # microsoft applies them to B, G, R channels, which this record keeps as it is.
-        return Preprocessing(self.color_order, IMAGENET_MEAN, IMAGENET_STD, self.input_size)
+        return Preprocessing(
+            self.color_order, IMAGENET_MEAN, IMAGENET_STD, self.input_size, self.decode_rule
+        )
+
+    @property
+    def decode_rule(self) -> str:
+        """The heatmap post-processing of the weights' authors (``Preprocessing.decode_rule``)."""
+        return "microsoft" if self.layout == "microsoft" else "mmpose"
 
 
 # URLs and hash prefixes below were checked against mmpose's own model-zoo pages (the 1.x metafile
@@ -200,17 +209,37 @@ def fetch_published_checkpoint(
     return dest
 
 
+def read_verified(entry: PublishedCheckpoint, path: str | os.PathLike) -> bytes:
+    """The bytes of ``path``, after checking their sha256 against ``entry.sha256_prefix``.
+
+    The bytes checked are the bytes returned, so what is unpickled afterwards is exactly what
+    matched (no window for the file to change between the check and the load).
+
+    Raises:
+        CheckpointError: the entry has no hash (nothing to verify), or the bytes do not match.
+    """
+    if not entry.sha256_prefix:
+        raise CheckpointError(f"{entry.name} records no sha256, so {path} cannot be verified.")
+    data = Path(path).read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if not actual.startswith(entry.sha256_prefix.lower()):
+        raise CheckpointError(
+            f"Checkpoint file {path} has sha256 {actual[:16]}..., but {entry.name} expects one "
+            f"starting {entry.sha256_prefix}: it changed since it was checked, or is a different "
+            f"file."
+        )
+    return data
+
+
 def _download(entry: PublishedCheckpoint, dest: Path, progress: bool) -> None:
-    """Stream ``entry.url`` to ``dest`` through a ``.part`` file; the partial file never stays."""
+    """Stream ``entry.url`` to ``dest`` through :func:`atomic_write`: a failed or interrupted
+    download never leaves a partial file under the cache name (nor beside it)."""
     assert entry.url is not None
-    partial = dest.with_name(dest.name + ".part")
-    done = False
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         request = urllib.request.Request(entry.url, headers={"User-Agent": "pose_ros"})
         with (
             urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S) as response,
-            open(partial, "wb") as out,
+            atomic_write(dest) as out,
         ):
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(
@@ -224,8 +253,6 @@ def _download(entry: PublishedCheckpoint, dest: Path, progress: bool) -> None:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
-        os.replace(partial, dest)
-        done = True
     except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are all OSError
         reason = getattr(exc, "reason", None) or exc
         raise CheckpointError(
@@ -233,9 +260,6 @@ def _download(entry: PublishedCheckpoint, dest: Path, progress: bool) -> None:
             f"{reason}. If this machine is offline, download it elsewhere (from {entry.url}, see "
             f"{entry.homepage}) and place it by hand at {dest}."
         ) from exc
-    finally:
-        if not done:
-            partial.unlink(missing_ok=True)
 
 
 def _check_hash(entry: PublishedCheckpoint, path: Path, *, downloaded: bool) -> None:

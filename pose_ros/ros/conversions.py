@@ -21,14 +21,18 @@ logging per kind) and a message that names the problem; sizes are checked agains
 from __future__ import annotations
 
 import array
+import io
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import Final
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
+
+from pose_ros.camera import PinholeCamera
 
 
 class ImageConversionError(ValueError):
@@ -193,7 +197,7 @@ def image_msg_to_array(msg: Image, *, max_pixels: int) -> ConvertedImage:
 
 def compressed_msg_to_array(msg: CompressedImage, *, max_pixels: int) -> ConvertedImage:
     """Decode a sensor_msgs/CompressedImage (JPEG or PNG, as image_transport's ``compressed``
-    plugin publishes) to an (H, W, 3) uint8 BGR array.
+    plugin publishes) to an (H, W, 3) uint8 RGB array.
 
     The image size is read from the JPEG/PNG header and checked against ``max_pixels`` before
     decoding, so a tiny file claiming a gigapixel image is refused without allocating it.
@@ -223,15 +227,40 @@ def compressed_msg_to_array(msg: CompressedImage, *, max_pixels: int) -> Convert
     if width == 0 or height == 0:
         raise ImageConversionError("empty", f"compressed image header says {width}x{height}")
     _check_pixel_count(width, height, max_pixels)
-    # IGNORE_ORIENTATION: keypoints refer to the stored pixels, as image_transport decodes them.
-    encoded = np.frombuffer(_buffer(data), dtype=np.uint8)
-    pixels = cv2.imdecode(encoded, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if pixels is None or pixels.size == 0:
+    return ConvertedImage(_decode_rgb8(_buffer(data), fmt), "RGB", False)
+
+
+def _decode_rgb8(data: memoryview, fmt: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB pixels of a JPEG or PNG, decoded by Pillow.
+
+    Not OpenCV's imdecode: libjpeg, libpng and OpenCV print their complaints about corrupt data
+    straight to the process's stderr (unthrottled, one line per frame), and cannot be asked to
+    stop. Pillow silences the libraries and raises instead, so every complaint reaches the node's
+    rate-limited error as the message of an ImageConversionError. EXIF orientation is not applied:
+    keypoints refer to the stored pixels, as image_transport decodes them.
+    """
+    from PIL import Image as PillowImage
+
+    try:
+        with warnings.catch_warnings():
+            # The size was checked against max_image_pixels already; Pillow's own bomb limit
+            # would only add a Python warning on stderr.
+            warnings.simplefilter("ignore", PillowImage.DecompressionBombWarning)
+            with PillowImage.open(io.BytesIO(data)) as decoded:
+                decoded.load()
+                if decoded.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    # 16-bit grey: keep the high byte, as for raw 16-bit images
+                    grey = (np.asarray(decoded, dtype=np.uint32) >> 8).astype(np.uint8)
+                    return cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+                return np.asarray(decoded if decoded.mode == "RGB" else decoded.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, PillowImage.DecompressionBombError) as error:
+        said = str(error)
+        if isinstance(error, PillowImage.UnidentifiedImageError):
+            said = "no JPEG or PNG it can read"  # its own text names an in-memory object
         raise ImageConversionError(
             "decode",
-            f"corrupt {fmt or 'compressed'} image: OpenCV could not decode {len(data)} bytes",
-        )
-    return ConvertedImage(pixels, "BGR", False)
+            f"corrupt {fmt or 'compressed'} image ({len(data)} bytes): the decoder says: {said}",
+        ) from None
 
 
 def compressed_image_size(data: bytes | memoryview) -> tuple[int, int] | None:
@@ -349,3 +378,115 @@ def array_to_image_msg(
     )
     msg.data = array.array("B", rows.tobytes())
     return msg
+
+
+# --- depth images (REP 118) and camera_info ---
+
+#: Depth encodings: (stored numpy type, metres per stored unit). REP 118: integer depth is in
+#: millimetres, float depth in metres.
+DEPTH_ENCODINGS: Final[dict[str, tuple[str, float]]] = {
+    "16UC1": ("u2", 0.001),
+    "mono16": ("u2", 0.001),
+    "32FC1": ("f4", 1.0),
+}
+
+
+def depth_msg_to_array(msg: Image, *, max_pixels: int) -> np.ndarray:
+    """A depth image (registered to the colour image) as (H, W) float32 metres.
+
+    ``16UC1`` / ``mono16`` are millimetres, ``32FC1`` metres (REP 118). 0, NaN, ±inf (and negative
+    floats) mean "no reading" and become NaN. ``step`` (padded rows) and ``is_bigendian`` are
+    honoured as for colour images, and sizes are checked before anything is allocated.
+
+    Raises:
+        ImageConversionError: empty image, not a depth encoding, too large, step too small, data
+            shorter than height x step.
+    """
+    height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), msg.encoding
+    if height == 0 or width == 0:
+        raise ImageConversionError(
+            "empty", f"empty depth image ({width}x{height}, encoding {encoding!r})"
+        )
+    spec = DEPTH_ENCODINGS.get(encoding)
+    if spec is None:
+        raise ImageConversionError(
+            "encoding",
+            f"depth image has encoding {encoding!r}, which is not a depth encoding: expected "
+            "16UC1 or mono16 (millimetres) or 32FC1 (metres)",
+        )
+    _check_pixel_count(width, height, max_pixels)
+    code, scale = spec
+    dtype = np.dtype((">" if msg.is_bigendian else "<") + code)
+    row_bytes = width * dtype.itemsize
+    if step < row_bytes:
+        raise ImageConversionError(
+            "step",
+            f"depth image step {step} is smaller than a row of {width} {encoding} pixels "
+            f"({width} x {dtype.itemsize} = {row_bytes} bytes)",
+        )
+    if len(msg.data) < height * step:
+        raise ImageConversionError(
+            "data_size",
+            f"depth image data has {len(msg.data)} bytes, fewer than height x step = {height} x "
+            f"{step} = {height * step} ({encoding}, {width}x{height})",
+        )
+    stored = np.ndarray(
+        (height, width), dtype=dtype, buffer=_buffer(msg.data), strides=(step, dtype.itemsize)
+    )
+    metres = stored.astype(np.float32)  # a native-order copy: the pipeline keeps it past the msg
+    if scale != 1.0:
+        metres *= np.float32(scale)
+    # NaN compares false and inf is not below inf: one test keeps only real readings.
+    metres[~((metres > 0) & (metres < np.inf))] = np.nan
+    return metres
+
+
+def depth_array_to_msg(
+    depth: np.ndarray,
+    encoding: str,
+    *,
+    header: Header | None = None,
+    step: int | None = None,
+    big_endian: bool = False,
+) -> Image:
+    """A depth sensor_msgs/Image (the demo's and the tests' synthetic depth).
+
+    Args:
+        depth: (H, W) uint16 millimetres for 16UC1 / mono16, float32 metres for 32FC1.
+        encoding: a key of :data:`DEPTH_ENCODINGS`.
+        header: copied into the message; an empty header when None.
+        step: bytes per row; larger than a packed row to add padding (filled with zeros).
+        big_endian: store the values big-endian (``is_bigendian`` = 1).
+    """
+    spec = DEPTH_ENCODINGS.get(encoding)
+    if spec is None:
+        raise ValueError(f"not a depth encoding: {encoding!r}")
+    dtype = np.dtype((">" if big_endian else "<") + spec[0])
+    if depth.ndim != 2 or depth.dtype.kind != dtype.kind:
+        raise ValueError(
+            f"{encoding} needs (H, W) {dtype.name} values, got {depth.dtype} {depth.shape}"
+        )
+    height, width = depth.shape
+    row_bytes = width * dtype.itemsize
+    step = row_bytes if step is None else int(step)
+    if step < row_bytes:
+        raise ValueError(f"step {step} is smaller than a row ({row_bytes} bytes)")
+    rows = np.zeros((height, step), np.uint8)
+    rows[:, :row_bytes] = np.ascontiguousarray(depth, dtype=dtype).view(np.uint8)
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width, msg.encoding, msg.step = height, width, encoding, step
+    msg.is_bigendian = int(big_endian)
+    msg.data = array.array("B", rows.tobytes())
+    return msg
+
+
+def camera_from_info(msg: CameraInfo) -> PinholeCamera:
+    """The intrinsics of a CameraInfo (K for an image of msg.width x msg.height).
+
+    Raises:
+        pose_ros.camera.CameraModelError: K all zero (``uncalibrated``), non-finite, or outside a
+            physically sane range; the message says which value and why.
+    """
+    return PinholeCamera.from_k(msg.k, int(msg.width), int(msg.height))

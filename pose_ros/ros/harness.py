@@ -27,6 +27,8 @@ PACKAGE = "pose_ros"
 EXECUTABLE = "pose_node"
 #: What the node logs once it listens: start-up is over.
 READY_PATTERN = "listening on"
+#: What a managed node (managed:=true) logs once it waits for lifecycle transitions.
+MANAGED_READY_PATTERN = "waiting for lifecycle transitions"
 
 
 def install_prefix() -> Path:
@@ -137,8 +139,10 @@ def running_pose_node(
     *,
     env: Mapping[str, str] | None = None,
     startup_timeout: float = 120.0,
+    ready_pattern: str = READY_PATTERN,
 ) -> Iterator[NodeProcess]:
-    """Start the installed node, wait until it listens, and stop it with SIGINT on exit."""
+    """Start the installed node, wait until its log matches ``ready_pattern`` (by default: it
+    listens), and stop it with SIGINT on exit."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -149,7 +153,7 @@ def running_pose_node(
         )
     node = NodeProcess(process, log_path)
     try:
-        node.wait_for_log(READY_PATTERN, timeout=startup_timeout)
+        node.wait_for_log(ready_pattern, timeout=startup_timeout)
         yield node
     finally:
         if process.poll() is None:

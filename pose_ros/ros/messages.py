@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+from geometry_msgs.msg import Point
 from std_msgs.msg import Header
 
 from pose_ros.keypoints import NUM_KEYPOINTS
@@ -14,9 +15,6 @@ from pose_ros.msg import Keypoint, PersonPose, PersonPoseArray
 
 if TYPE_CHECKING:
     from pose_ros.pipeline import Person
-
-#: PersonPose.id of persons that are not tracked across frames.
-UNTRACKED_ID = -1
 
 
 def persons_to_msg(
@@ -31,8 +29,10 @@ def persons_to_msg(
         image_width, image_height: size of the source image (the pixel frame of all coordinates).
 
     The keypoint pixel convention of the pipeline (integer = pixel centre) is the message's, so
-    coordinates are copied unchanged. Scores are clipped to 0..1 as the message promises; keypoints
-    carry no 3D position (no depth here).
+    coordinates are copied unchanged. Scores are clipped to 0..1 as the message promises. ``id`` is
+    the person's ``track_id`` (-1 untracked). Keypoints with a finite ``positions`` row (depth)
+    get ``has_position`` and the position in metres; the others keep an all-zero position, as does
+    ``center`` without ``has_center``.
     """
     msg = PersonPoseArray()
     msg.header = _copy_header(header)
@@ -49,8 +49,8 @@ def _person_msg(person: Person) -> PersonPose:
     x_min, y_min, width, height = (float(v) for v in np.asarray(person.box).reshape(4))
     # tolist() once: messages build much faster from Python floats than from numpy scalars.
     rows = keypoints.tolist()
-    return PersonPose(
-        id=UNTRACKED_ID,
+    msg = PersonPose(
+        id=int(person.track_id),
         score=_unit(person.score),
         x_min=x_min,
         y_min=y_min,
@@ -59,6 +59,22 @@ def _person_msg(person: Person) -> PersonPose:
         box_score=_unit(person.box_score),
         keypoints=[Keypoint(x=x, y=y, score=_unit(score)) for x, y, score in rows],
     )
+    if person.positions is not None:
+        positions = np.asarray(person.positions, dtype=np.float64)
+        if positions.shape != (NUM_KEYPOINTS, 3):
+            raise ValueError(f"expected ({NUM_KEYPOINTS}, 3) positions, got {positions.shape}")
+        valid = np.isfinite(positions).all(axis=1).tolist()
+        for keypoint, ok, (x, y, z) in zip(msg.keypoints, valid, positions.tolist(), strict=True):
+            if ok:
+                keypoint.position = Point(x=x, y=y, z=z)
+                keypoint.has_position = True
+    if person.center is not None:
+        center = np.asarray(person.center, dtype=np.float64).reshape(3)
+        if np.isfinite(center).all():
+            x, y, z = center.tolist()
+            msg.center = Point(x=x, y=y, z=z)
+            msg.has_center = True
+    return msg
 
 
 def _unit(value: float) -> float:

@@ -3,35 +3,50 @@
 Topics (relative names: remap or namespace them):
 
 * subscribes ``image`` (sensor_msgs/Image), or ``image/compressed`` (sensor_msgs/CompressedImage)
-  with ``input_type:=compressed``; ``camera_info`` (sensor_msgs/CameraInfo) for marker placement.
+  with ``input_type:=compressed``; ``camera_info`` (sensor_msgs/CameraInfo) for marker placement
+  and 3D positions; with ``use_depth:=true`` also ``depth`` (sensor_msgs/Image registered to the
+  colour image), paired with each colour frame by stamp (:mod:`pose_ros.ros.depth_input`).
 * publishes ``poses`` (pose_ros/PersonPoseArray, one per processed frame, also when nobody is
-  found), ``poses/markers`` (visualization_msgs/MarkerArray, while subscribed) and
-  ``poses/image`` (sensor_msgs/Image, annotated, drawn only while subscribed).
+  found), ``poses/markers`` (visualization_msgs/MarkerArray, while subscribed),
+  ``poses/image`` (sensor_msgs/Image, annotated, drawn only while subscribed) and
+  ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, 1 Hz, :mod:`pose_ros.ros.diagnostics`).
+
+Lifecycle (a managed node, rclpy.lifecycle): ``configure`` loads the model and the detector (the
+slow part: weights, device memory) and creates the publishers and per-stream state; ``activate``
+subscribes and starts the worker; ``deactivate`` unsubscribes and stops the worker, keeping the
+model; ``cleanup`` frees the model and device memory; ``shutdown`` works from any state. With
+``managed:=false`` (the default) the node configures and activates itself at start, so a plain
+``ros2 run pose_ros pose_node`` works without a lifecycle manager.
 
 Threading, in the manner of image_pipeline: the subscription callback only posts the frame into a
 one-slot mailbox (:mod:`pose_ros.ros.mailbox`); a worker thread converts, runs the pipeline and
 publishes. A frame still waiting when a newer one arrives is dropped and counted, so latency stays
-one frame deep however slow the device. The executor thread stays free for parameters, camera_info
-and the status timer.
+one frame deep however slow the device. The executor thread stays free for parameters, camera_info,
+lifecycle services and the timers. Runtime parameter changes are queued by the executor thread and
+applied by the worker between frames, all of one request together: the estimator is never changed
+while a frame is inside it.
 
-The node is thin: conversion, messages, markers and parameters live in their own modules, the
-inference in :class:`pose_ros.pipeline.PoseEstimator`.
+The node is thin: conversion, messages, markers, diagnostics and parameters live in their own
+modules, the inference in :class:`pose_ros.pipeline.PoseEstimator`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import re
+import signal
 import threading
 import time
 from typing import Any
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     QoSDurabilityPolicy,
@@ -40,14 +55,30 @@ from rclpy.qos import (
     QoSReliabilityPolicy,
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
+from pose_ros.camera import CameraModelError, PinholeCamera
+from pose_ros.depth import DepthError, attach_positions
 from pose_ros.msg import PersonPoseArray
-from pose_ros.ros import conversions, markers, messages
+from pose_ros.ros import conversions, diagnostics, markers, messages
+from pose_ros.ros.depth_input import ColourDepthPairing
 from pose_ros.ros.mailbox import LatestFrameMailbox
-from pose_ros.ros.params import PARAMETERS, RUNTIME_PARAMETERS, RuntimeSettings, parameter_problem
+from pose_ros.ros.params import (
+    DEFAULTS,
+    PARAMETERS,
+    RUNTIME_PARAMETERS,
+    RuntimeSettings,
+    parameter_problem,
+    settings_problem,
+)
 from pose_ros.ros.stats import NodeStats, format_status
+from pose_ros.tracking import PoseTracker
 
+try:  # rclpy with signal-handler options (Humble and later)
+    from rclpy.signals import SignalHandlerOptions
+except ImportError:  # main() then keeps rclpy's own handler
+    SignalHandlerOptions = None
 try:  # Iron and later
     from rclpy.event_handler import SubscriptionEventCallbacks
 except ImportError:  # Humble
@@ -61,10 +92,17 @@ except ImportError:  # older rclpy: name the policy by its number
 
 
 NODE_NAME = "pose_node"
+#: What the worker's mailbox holds: (colour message, arrival time, depth image or None).
+_Frame = tuple[Any, float, Image | None]
 #: Bad frames of one kind are reported at most once per this many seconds.
 BAD_FRAME_LOG_PERIOD_S = 5.0
 #: How long shutdown waits for a frame in progress.
 WORKER_JOIN_TIMEOUT_S = 10.0
+#: Longest wait of the main loop between checks for Ctrl-C / SIGTERM.
+STOP_POLL_S = 0.2
+#: While no frame arrives, the warning is repeated at most this often (/diagnostics says it at
+#: 1 Hz; the log is for people reading it, so it repeats slowly).
+NO_INPUT_LOG_PERIOD_S = 30.0
 
 
 class StartupError(RuntimeError):
@@ -86,6 +124,10 @@ MARKERS_QOS = QoSProfile(
 )
 DEBUG_IMAGE_QOS = QoSProfile(
     history=QoSHistoryPolicy.KEEP_LAST, depth=1, reliability=QoSReliabilityPolicy.RELIABLE
+)
+# As diagnostic_updater publishes: reliable, volatile, a short history.
+DIAGNOSTICS_QOS = QoSProfile(
+    history=QoSHistoryPolicy.KEEP_LAST, depth=10, reliability=QoSReliabilityPolicy.RELIABLE
 )
 
 
@@ -113,11 +155,16 @@ def build_estimator(values: dict[str, Any]) -> Any:
     """The PoseEstimator the parameters describe (imported here: torch loads with it).
 
     Raises:
-        StartupError: missing or unusable weights, an unknown detector, a device not present.
+        StartupError: missing or unusable weights (random ones without allow_random_weights, for
+            the pose network and the detector alike), an unknown detector, an engine that cannot
+            run here, a device that does not exist, CUDA errors (out of memory...).
     """
+    import torch
+
     from pose_ros.detection import DetectorError
     from pose_ros.models import CheckpointError
     from pose_ros.pipeline import PoseEstimator
+    from pose_ros.runtime import RuntimeBackendError
 
     backend = values["detector.backend"]
     if backend == "given":
@@ -126,12 +173,13 @@ def build_estimator(values: dict[str, Any]) -> Any:
             "input: use 'full_image' for pre-cropped single-person images, or a detector"
         )
     fp16 = None if values["fp16"] == "auto" else bool(values["fp16"])
+    device = values["device"]
     try:
         return PoseEstimator.from_names(
             values["model"],
             detector=backend,
             detector_weights=values["detector.weights"] or None,
-            device=values["device"],
+            device=device,
             fp16=fp16,
             allow_random_weights=values["allow_random_weights"],
             score_threshold=values["detector.score_threshold"],
@@ -139,6 +187,9 @@ def build_estimator(values: dict[str, Any]) -> Any:
             flip_test=values["flip_test"],
             decode=values["decode"],
             keypoint_score_threshold=values["keypoint_score_threshold"],
+            engine=values.get("engine", "auto"),
+            detector_engine=values.get("detector.engine", "auto"),
+            cpu_threads=values.get("cpu_threads", 0),
         )
     except CheckpointError as error:
         raise StartupError(
@@ -151,8 +202,29 @@ def build_estimator(values: dict[str, Any]) -> Any:
             f"cannot build the person detector {backend!r}: {error} (set detector.backend / "
             "detector.weights; 'full_image' needs no weights)"
         ) from None
+    except RuntimeBackendError as error:
+        raise StartupError(
+            f"cannot run the networks on engine {values.get('engine', 'auto')!r} / "
+            f"detector.engine {values.get('detector.engine', 'auto')!r}: {error} "
+            "(set engine / detector.engine to 'torch' or 'auto')"
+        ) from None
     except ValueError as error:
         raise StartupError(f"invalid configuration: {error}") from None
+    except torch.cuda.OutOfMemoryError as error:
+        raise StartupError(
+            f"out of GPU memory on device {device!r} while loading the networks "
+            f"({str(error).splitlines()[0]}): free the GPU, pick another one (device:=cuda:N) or "
+            "run on the CPU (device:=cpu)"
+        ) from None
+    except RuntimeError as error:
+        # CUDA driver/runtime failures (no usable device, wrong driver, a busy GPU) surface as
+        # RuntimeError (torch.AcceleratorError in recent torch): they are start-up failures.
+        if "cuda" not in str(error).lower():
+            raise
+        raise StartupError(
+            f"CUDA error on device {device!r} at start-up: {str(error).splitlines()[0]} (check "
+            "the driver and `nvidia-smi`, pick another device, or use device:=cpu)"
+        ) from None
 
 
 def _parameter_error(error: ParameterException) -> str:
@@ -161,12 +233,17 @@ def _parameter_error(error: ParameterException) -> str:
     return match.group(1) if match else str(error)
 
 
-class PoseNode(Node):
-    """The pose estimation node. Construct after ``rclpy.init()``; raises StartupError."""
+class PoseNode(LifecycleNode):
+    """The pose estimation node (a lifecycle node). Construct after ``rclpy.init()``.
+
+    Raises:
+        StartupError: an invalid parameter; with ``managed:=false`` also anything that stops
+            ``configure`` (missing weights, an unknown detector...).
+    """
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        self._ready = False
+        self._declared = False
         # Registered before declaring, so values from the command line and params files go
         # through the same checks as runtime changes (rclpy calls it for each declaration).
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -183,11 +260,102 @@ class PoseNode(Node):
                 self.set_descriptor(spec.name, descriptor)
         except ParameterException as error:
             raise StartupError(f"invalid parameter: {_parameter_error(error)}") from None
-        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
-        self._settings = RuntimeSettings.from_values(values)
-        self._values = values
+        self._values: dict[str, Any] = {
+            spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS
+        }
+        self._settings = RuntimeSettings.from_values(self._values)
+        # Accepted runtime changes not yet applied: the worker applies them between frames
+        # (_apply_pending), the executor thread directly while no worker runs.
+        self._pending: dict[str, Any] = {}
+        self._settings_lock = threading.Lock()
+        self._managed = bool(self._values["managed"])
+        if self._values["use_depth"] and not self._values["use_camera_info"]:
+            raise StartupError(
+                "use_depth:=true needs use_camera_info:=true: keypoint positions are "
+                "back-projected through camera_info's K"
+            )
 
-        self._estimator = build_estimator(values)
+        # What configure builds (None while unconfigured).
+        self._estimator: Any = None
+        self._random_weights = False
+        self._min_image_side = 1
+        self._poses_pub: Any = None
+        self._markers_pub: Any = None
+        self._image_pub: Any = None
+        self._startup_error: BaseException | None = None
+        # What activate builds (None while inactive).
+        self._mailbox: LatestFrameMailbox[_Frame] | None = None
+        self._worker: threading.Thread | None = None
+        self._image_sub: Any = None
+        self._camera_info_sub: Any = None
+        self._status_timer: Any = None
+        self._active_since: float | None = None
+        self._no_input_logged_at: float | None = None
+        self._lifecycle_state = "unconfigured"
+
+        self._stats = NodeStats(time.monotonic())
+        self._camera: PinholeCamera | None = None
+        # use_depth: the colour + depth subscriptions, and frames that had to go without depth.
+        self._depth_pairing: ColourDepthPairing | None = None
+        self._depth_topic = self._resolve("depth")
+        self._frames_without_depth = 0
+        self._depth_logger = get_logger(self.get_logger().name)  # its own throttle
+        self._bad_frame_loggers: dict[str, Any] = {}
+        self._warned: set[str] = set()
+        compressed = self._values["input_type"] == "compressed"
+        self._input_msg_type = CompressedImage if compressed else Image
+        self._input_topic = self._resolve("image/compressed" if compressed else "image")
+        self._convert = (
+            conversions.compressed_msg_to_array if compressed else conversions.image_msg_to_array
+        )
+
+        # /diagnostics in every lifecycle state: a supervisor sees an unconfigured node too.
+        self._diagnostics_pub = self.create_publisher(
+            DiagnosticArray, diagnostics.DIAGNOSTICS_TOPIC, DIAGNOSTICS_QOS
+        )
+        self._health_timer = self.create_timer(
+            diagnostics.DIAGNOSTICS_PERIOD_S, self._on_health_timer
+        )
+        self._declared = True
+
+        if not self._managed:
+            # A plain node: configure and activate now, failing as a start-up error.
+            for trigger in (self.trigger_configure, self.trigger_activate):
+                if trigger() != TransitionCallbackReturn.SUCCESS:
+                    error = self._startup_error or StartupError(
+                        f"the node could not start ({trigger.__name__})"
+                    )
+                    raise error
+        else:
+            self.get_logger().info(
+                "managed node (managed:=true): waiting for lifecycle transitions, e.g. "
+                f"`ros2 lifecycle set {self.get_fully_qualified_name()} configure`, then activate"
+            )
+
+    def _resolve(self, topic: str) -> str:
+        try:
+            return self.resolve_topic_name(topic)
+        except Exception:  # rclpy without name resolution: the relative name says enough
+            return topic
+
+    # --- lifecycle transitions (executor thread) ---
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model and the detector, create the publishers and the per-stream state."""
+        self._startup_error = None
+        try:
+            self._apply_pending()  # no worker runs: changes made while unconfigured count
+            self._estimator = build_estimator(self._values)
+        except Exception as error:  # StartupError: a clear message; others: a bug or the device
+            self._estimator = None
+            self._startup_error = error
+            if self._managed:
+                reason = str(error) if isinstance(error, StartupError) else repr(error)
+                self.get_logger().error(f"configure failed: {reason}")
+            return TransitionCallbackReturn.FAILURE
+        from pose_ros.pipeline import MIN_IMAGE_SIDE
+
+        self._min_image_side = MIN_IMAGE_SIDE
         self._random_weights = bool(getattr(self._estimator, "uses_random_weights", False))
         self.get_logger().info(f"pose pipeline: {self._describe_estimator()}")
         if self._random_weights:
@@ -195,61 +363,227 @@ class PoseNode(Node):
                 "RANDOM WEIGHTS (allow_random_weights): the published keypoints are meaningless; "
                 "use this only for testing"
             )
-
-        self._stats = NodeStats(time.monotonic())
-        self._mailbox: LatestFrameMailbox[tuple[Image | CompressedImage, float]] = (
-            LatestFrameMailbox()
+        # Lifecycle publishers: they exist from configure (so subscribers can match early) and
+        # publish only while active.
+        self._poses_pub = self.create_lifecycle_publisher(PersonPoseArray, "poses", POSES_QOS)
+        self._markers_pub = self.create_lifecycle_publisher(
+            MarkerArray, "poses/markers", MARKERS_QOS
         )
-        self._camera: markers.PinholeCamera | None = None
-        self._bad_frame_loggers: dict[str, Any] = {}
-        self._warned: set[str] = set()
+        self._image_pub = self.create_lifecycle_publisher(Image, "poses/image", DEBUG_IMAGE_QOS)
+        self._build_stream_state()
+        self._lifecycle_state = "inactive"
+        if self._managed:
+            self.get_logger().info("configured: model loaded; activate to start processing")
+        return TransitionCallbackReturn.SUCCESS
 
-        self._poses_pub = self.create_publisher(PersonPoseArray, "poses", POSES_QOS)
-        self._markers_pub = self.create_publisher(MarkerArray, "poses/markers", MARKERS_QOS)
-        self._image_pub = self.create_publisher(Image, "poses/image", DEBUG_IMAGE_QOS)
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe and start the worker."""
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
+        self._apply_pending()  # before the worker exists: nothing is inside the estimator
+        mailbox: LatestFrameMailbox[_Frame] = LatestFrameMailbox()
+        self._mailbox = mailbox
+        self._worker = threading.Thread(
+            target=self._work, args=(mailbox,), name="pose_worker", daemon=True
+        )
+        self._worker.start()
 
-        compressed = values["input_type"] == "compressed"
-        self._convert = (
-            conversions.compressed_msg_to_array if compressed else conversions.image_msg_to_array
-        )
-        self._image_sub = self.create_subscription(
-            CompressedImage if compressed else Image,
-            "image/compressed" if compressed else "image",
-            self._on_image,
-            input_qos(values["qos.reliability"], values["qos.depth"]),
-            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos),
-        )
+        values = self._values
+        image_topic = "image/compressed" if self._input_msg_type is CompressedImage else "image"
+        image_qos = input_qos(values["qos.reliability"], values["qos.depth"])
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        if values["use_depth"]:
+            # Colour and depth paired by stamp (message_filters); the depth subscription uses the
+            # colour's QoS (drivers publish both alike).
+            self._depth_pairing = ColourDepthPairing(
+                self,
+                self._input_msg_type,
+                image_topic,
+                image_qos,
+                "depth",
+                image_qos,
+                self._settings.depth.slop_sec,
+                self._on_colour_and_depth,
+                event_callbacks=events,
+            )
+            self._image_sub = self._depth_pairing.colour_subscription
+            self._depth_topic = self._depth_pairing.depth_subscription.topic_name
+        else:
+            self._image_sub = self.create_subscription(
+                self._input_msg_type, image_topic, self._on_image, image_qos, event_callbacks=events
+            )
+        self._input_topic = self._image_sub.topic_name
         if values["use_camera_info"]:
             # Best effort matches every publisher; only the latest calibration matters.
-            self.create_subscription(
+            self._camera_info_sub = self.create_subscription(
                 CameraInfo, "camera_info", self._on_camera_info, input_qos("best_effort", 1)
             )
-
         self._status_timer = self.create_timer(values["log_period_sec"], self._log_status)
-        self._watchdog = self.create_timer(values["no_input_warning_sec"], self._check_input)
-        self._worker = threading.Thread(target=self._work, name="pose_worker", daemon=True)
-        self._worker.start()
-        self._ready = True
+        self._active_since = time.monotonic()
+        self._no_input_logged_at = None
+        self._lifecycle_state = "active"
+        paired = ""
+        if self._depth_pairing is not None:
+            paired = (
+                f", paired with depth images on {self._depth_topic} (stamps within "
+                f"{self._settings.depth.slop_sec:g} s)"
+            )
         self.get_logger().info(
-            f"listening on {self._image_sub.topic_name} "
-            f"({'CompressedImage' if compressed else 'Image'}, {values['qos.reliability']}, "
-            f"depth {values['qos.depth']}); publishing {self._poses_pub.topic_name}"
+            f"listening on {self._input_topic} "
+            f"({self._input_msg_type.__name__}, {values['qos.reliability']}, "
+            f"depth {values['qos.depth']}){paired}; publishing {self._poses_pub.topic_name}"
         )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe and stop the worker (after the frame in progress); the model stays."""
+        self._stop_processing()
+        self._lifecycle_state = "inactive"
+        self.get_logger().info(
+            f"deactivated: no longer listening on {self._input_topic} (the model stays loaded)"
+        )
+        return super().on_deactivate(state)  # disables the lifecycle publishers
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model, the detector and their device memory; destroy the publishers."""
+        self._unload()
+        self._lifecycle_state = "unconfigured"
+        self.get_logger().info("cleaned up: model and detector unloaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: stop processing and free everything."""
+        self._stop_processing()
+        self._unload()
+        self._lifecycle_state = "finalized"
+        self.get_logger().info(f"shut down (from {state.label}): Ctrl-C ends the process")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: release everything and go back to unconfigured."""
+        self.get_logger().error(f"lifecycle transition from {state.label} failed; unconfigured")
+        self._stop_processing()
+        self._unload()
+        self._lifecycle_state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_processing(self) -> None:
+        """Undo activate: no callbacks, no worker (waits for the frame in progress)."""
+        if self._depth_pairing is not None:
+            self._depth_pairing.close()  # its colour subscription is self._image_sub
+            self._depth_pairing = self._image_sub = None
+        for subscription in (self._image_sub, self._camera_info_sub):
+            if subscription is not None:
+                self.destroy_subscription(subscription)
+        self._image_sub = self._camera_info_sub = None
+        if self._status_timer is not None:
+            self.destroy_timer(self._status_timer)
+            self._status_timer = None
+        if self._mailbox is not None:
+            self._mailbox.close()
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join(WORKER_JOIN_TIMEOUT_S)
+        self._mailbox = self._worker = None
+        self._active_since = None
+
+    def _unload(self) -> None:
+        """Undo configure: publishers, per-stream state, the model and its device memory."""
+        for publisher in (self._poses_pub, self._markers_pub, self._image_pub):
+            if publisher is not None:
+                self.destroy_lifecycle_publisher(publisher)
+        self._poses_pub = self._markers_pub = self._image_pub = None
+        self._release_stream_state()
+        device = getattr(self._estimator, "device", None)
+        self._estimator = None
+        self._random_weights = False
+        gc.collect()  # the model's tensors go now, not at some later collection
+        if device is not None and getattr(device, "type", "") == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()  # hand the cached blocks back to the driver
+
+    def _build_stream_state(self) -> None:
+        """Per-stream state, built in configure (per camera: calibration; trackers and depth
+        state belong here too)."""
+        self._camera = None
+        self._tracker = PoseTracker()
+        self._configure_tracking(self._settings)
+
+    def _configure_tracking(self, settings: RuntimeSettings) -> None:
+        """Tracker settings, and the detector's threshold: with tracking on, the detector keeps
+        boxes down to the low floor of ByteTrack's second stage (the tracker's select_detections
+        drops what is neither high-scoring nor near a track)."""
+        tracker = getattr(self, "_tracker", None)
+        if tracker is None:
+            return
+        tracker.configure(
+            tracking=settings.tracking,
+            smoothing=settings.smoothing,
+            detector_interval=settings.detector_interval,
+            reuse_score_threshold=settings.reuse_score_threshold,
+            keypoint_threshold=settings.keypoint_score_threshold,
+        )
+        detector = getattr(self._estimator, "detector", None)
+        if detector is not None and hasattr(detector, "detection_filter"):
+            threshold = settings.detector_score_threshold
+            if settings.tracking.enabled:
+                threshold = settings.tracking.low_score_threshold
+            detector.detection_filter = dataclasses.replace(
+                detector.detection_filter, score_threshold=threshold
+            )
+
+    def _release_stream_state(self) -> None:
+        self._camera = None
+        self._tracker = None
 
     # --- executor thread: short callbacks only ---
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        dropped = self._mailbox.put((msg, time.monotonic()))
+        mailbox = self._mailbox
+        if mailbox is None:
+            return  # deactivated while this callback was queued
+        dropped = mailbox.put((msg, time.monotonic(), None))
+        self._stats.frame_received(dropped)
+
+    def _on_colour_and_depth(
+        self, msg: Image | CompressedImage, depth: Image | None, why: str | None, arrived: float
+    ) -> None:
+        """use_depth: a colour frame with its depth image, or without one and why (see
+        pose_ros.ros.depth_input); a pair replaces the waiting pair in the mailbox."""
+        mailbox = self._mailbox
+        if mailbox is None:
+            return
+        if why is not None:
+            self._frames_without_depth += 1
+            count = self._frames_without_depth
+            self._depth_logger.warning(
+                f"frame processed without depth ({count} frame{'s' if count > 1 else ''} so "
+                f"far): {why} (reported at most every {BAD_FRAME_LOG_PERIOD_S:g} s)",
+                throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S,
+            )
+        dropped = mailbox.put((msg, arrived, depth))
         self._stats.frame_received(dropped)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        camera = markers.PinholeCamera.from_camera_info(msg)
-        if camera is None:
-            self._warn_once(
-                "uncalibrated",
-                "camera_info has no calibration (K is zero): markers use markers.pixel_scale",
+        try:
+            camera: PinholeCamera | None = conversions.camera_from_info(msg)
+        except CameraModelError as error:
+            camera = None
+            consequence = "markers use markers.pixel_scale" + (
+                ", keypoints get no 3D position" if self._values["use_depth"] else ""
             )
-        elif self._camera is None:
+            if error.uncalibrated:
+                self._warn_once(
+                    "uncalibrated", f"camera_info has no calibration (K is all zero): {consequence}"
+                )
+            else:
+                # Once per kind of problem (the value named first): a driver repeats it at its rate.
+                self._warn_once(
+                    f"camera_info_refused:{str(error).split()[0]}",
+                    f"camera_info refused: {error}; {consequence}",
+                )
+        if camera is not None and self._camera is None:
             self.get_logger().info(
                 f"camera_info received: markers placed through K (fx {camera.fx:.1f}, "
                 f"fy {camera.fy:.1f}, cx {camera.cx:.1f}, cy {camera.cy:.1f})"
@@ -263,31 +597,67 @@ class PoseNode(Node):
             hint = " The publisher is best effort: set qos.reliability:=best_effort."
         self._warn_once(
             "incompatible_qos",
-            f"a publisher on {self._image_sub.topic_name} offers QoS incompatible with this "
+            f"a publisher on {self._input_topic} offers QoS incompatible with this "
             f"subscription (policy {policy}); no frames will arrive from it.{hint}",
         )
 
-    def _check_input(self) -> None:
-        """One-shot: after no_input_warning_sec, say why no frame has arrived."""
-        self._watchdog.cancel()
-        if self._stats.totals.received:
-            return
-        topic = self._image_sub.topic_name
-        publishers = self.count_publishers(topic)
-        after = f"{self._values['no_input_warning_sec']:g} s"
-        if publishers == 0:
-            self._warn_once(
-                "no_publisher",
-                f"no publisher on {topic} after {after}: is the camera running, and is the topic "
-                "remapped to it (e.g. image:=/camera/image_raw)?",
+    def _health(self, now: float) -> diagnostics.InputHealth:
+        """A snapshot of the input's health (for /diagnostics and the no-input warning)."""
+        recent = self._stats.recent(now, diagnostics.DIAGNOSTICS_WINDOW_S)
+        waited = None
+        if self._active_since is not None:
+            last = recent.last_received
+            waited = now - max(self._active_since, last if last is not None else -1.0)
+        estimator = self._estimator
+        detector = getattr(estimator, "detector", None)
+        detector_name = self._values["detector.backend"]
+        if detector is not None:
+            detector_name = type(detector).__name__
+        return diagnostics.InputHealth(
+            node_name=self.get_name(),
+            input_topic=self._input_topic,
+            input_type=self._values["input_type"],
+            lifecycle_state=self._lifecycle_state,
+            recent=recent,
+            totals=self._stats.totals,
+            seconds_without_input=waited,
+            no_input_warning_sec=float(self._values["no_input_warning_sec"]),
+            publishers=self.count_publishers(self._input_topic),
+            model=str(self._values["model"]),
+            device=str(getattr(estimator, "device", self._values["device"])),
+            detector=detector_name,
+            random_weights=self._random_weights,
+        )
+
+    def _on_health_timer(self) -> None:
+        """1 Hz: publish /diagnostics, and warn (throttled) while no frame arrives."""
+        try:
+            self._report_health()
+        except Exception as error:  # diagnostics must never stop the node
+            self._report_bad_frame(
+                "diagnostics", f"diagnostics failed: {type(error).__name__}: {error}"
             )
-        else:
-            self._warn_once(
-                "no_frames",
-                f"{publishers} publisher(s) on {topic} but no frame received after {after}: "
-                "check QoS compatibility and the message type "
-                f"(input_type={self._values['input_type']})",
+
+    def _report_health(self) -> None:
+        now = time.monotonic()
+        health = self._health(now)
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._diagnostics_pub.publish(
+            diagnostics.diagnostic_array(
+                [diagnostics.build_status(health, hardware_id=health.device)], header
             )
+        )
+        first = self._no_input_logged_at is None
+        message = diagnostics.no_input_message(
+            health, seconds=self._values["no_input_warning_sec"] if first else None
+        )
+        if message is not None:
+            if first or now - self._no_input_logged_at >= NO_INPUT_LOG_PERIOD_S:
+                self._no_input_logged_at = now
+                self.get_logger().warning(message)
+        elif not first and health.seconds_without_input is not None:
+            self._no_input_logged_at = None
+            self.get_logger().info(f"frames arriving again on {self._input_topic}")
 
     def _log_status(self) -> None:
         line = format_status(
@@ -302,63 +672,100 @@ class PoseNode(Node):
             for problem in (parameter_problem(p.name, p.value) for p in parameters)
             if problem is not None
         ]
+        if not problems:
+            # Values that pass alone but not together (depth.min_m >= depth.max_m).
+            # (During declaration neither _values nor _pending exists yet.)
+            current = {**DEFAULTS, **getattr(self, "_values", {}), **getattr(self, "_pending", {})}
+            combined = settings_problem({**current, **{p.name: p.value for p in parameters}})
+            if combined is not None:
+                problems.append(combined)
         if problems:
             reason = "; ".join(problems)
-            if self._ready:
+            if self._declared:
                 self.get_logger().warning(f"parameter change refused: {reason}")
             return SetParametersResult(successful=False, reason=reason)
-        if self._ready:
+        if self._declared:
             changed = {p.name: p.value for p in parameters if p.name in RUNTIME_PARAMETERS}
             if changed:
-                # Applied here: this is the node's only on-set callback, so success is final.
-                self._apply(changed)
+                # This is the node's only on-set callback, so success is final: queue the whole
+                # request, to be applied between two frames (or now, when no worker runs).
+                with self._settings_lock:
+                    self._pending.update(changed)
+                if self._worker is None:
+                    self._apply_pending()
         return SetParametersResult(successful=True)
+
+    # --- runtime settings: applied between frames ---
+
+    def _apply_pending(self) -> None:
+        """Apply the queued parameter changes, all together. Called by the worker between frames,
+        or by the executor thread while no worker runs: never while a frame is in the estimator."""
+        with self._settings_lock:
+            changed, self._pending = self._pending, {}
+            if changed:
+                self._apply(changed)
 
     def _apply(self, changed: dict[str, Any]) -> None:
         self._values = {**self._values, **changed}
         settings = RuntimeSettings.from_values(self._values)
         estimator = self._estimator
-        estimator.keypoint_score_threshold = settings.keypoint_score_threshold
-        estimator.max_persons = settings.max_persons
-        detector = getattr(estimator, "detector", None)
-        if detector is not None and hasattr(detector, "detection_filter"):
-            detector.detection_filter = dataclasses.replace(
-                detector.detection_filter,
-                score_threshold=settings.detector_score_threshold,
-                max_persons=settings.max_persons,
-            )
-        self._settings = settings  # one reference swap: the worker sees all or nothing
+        if estimator is not None:
+            estimator.keypoint_score_threshold = settings.keypoint_score_threshold
+            estimator.max_persons = settings.max_persons
+            detector = getattr(estimator, "detector", None)
+            if detector is not None and hasattr(detector, "detection_filter"):
+                detector.detection_filter = dataclasses.replace(
+                    detector.detection_filter,
+                    score_threshold=settings.detector_score_threshold,
+                    max_persons=settings.max_persons,
+                )
+        self._configure_tracking(settings)
+        self._settings = settings
         described = ", ".join(f"{name}={value!r}" for name, value in sorted(changed.items()))
         self.get_logger().info(f"parameters updated: {described}")
 
     # --- worker thread ---
 
-    def _work(self) -> None:
+    def _work(self, mailbox: LatestFrameMailbox[_Frame]) -> None:
         while True:
-            item = self._mailbox.take(timeout=0.5)
-            if self._mailbox.closed:
+            item = mailbox.take(timeout=0.5)
+            if mailbox.closed:
                 return
+            self._apply_pending()  # between frames: nothing is inside the estimator now
             if item is None:
                 continue
-            msg, received_at = item
+            msg, received_at, depth_msg = item
             try:
-                self._process(msg, received_at)
+                self._process(msg, received_at, depth_msg)
             except Exception as error:  # a failing frame must never stop the worker
-                if self._mailbox.closed or not rclpy.ok(context=self.context):
+                if mailbox.closed or not rclpy.ok(context=self.context):
                     return  # shutting down: publishers are gone
                 self._stats.frame_failed()
                 self._report_bad_frame(
                     "inference", f"processing a frame failed: {type(error).__name__}: {error}"
                 )
 
-    def _process(self, msg: Image | CompressedImage, received_at: float) -> None:
+    def _process(
+        self, msg: Image | CompressedImage, received_at: float, depth_msg: Image | None = None
+    ) -> None:
+        """One frame, in order: convert -> boxes (detector) -> keypoints (one network batch) ->
+        publish poses, markers, annotated image (each with the image's header)."""
         settings = self._settings
+        topic = self._input_topic
         try:
             image = self._convert(msg, max_pixels=settings.max_image_pixels)
         except conversions.ImageConversionError as error:
             self._stats.frame_bad()
+            self._report_bad_frame(error.kind, f"bad frame on {topic}: {error}")
+            return
+        if min(image.width, image.height) < self._min_image_side:
+            # Bad input, not a failure of the pipeline: refused here, reported once as such.
+            self._stats.frame_bad()
+            side = self._min_image_side
             self._report_bad_frame(
-                error.kind, f"bad frame on {self._image_sub.topic_name}: {error}"
+                "too_small",
+                f"bad frame on {topic}: {image.width}x{image.height} is smaller than the "
+                f"{side}x{side} pixels the pose network needs",
             )
             return
         if not msg.header.frame_id:
@@ -368,8 +775,28 @@ class PoseNode(Node):
                 "the markers (set the camera driver's frame_id)",
             )
 
-        persons = self._estimator(image.pixels, color_order=image.color_order)
-        pipeline_ms = float(self._estimator.last_timings.total_ms)
+        from pose_ros.pipeline import FrameBoxes
+
+        estimator = self._estimator
+        started = time.perf_counter()
+        tracker = self._tracker
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        plan = tracker.begin_frame(stamp, (image.height, image.width))
+        if plan.reset_reason is not None:
+            self.get_logger().warning(f"tracking: {plan.reset_reason}")
+        if plan.detect:
+            boxes, box_scores = tracker.select_detections(
+                plan, *estimator.detect(image.pixels, color_order=image.color_order)
+            )
+        else:  # detector.interval > 1: the tracks' boxes carried over, only the pose network runs
+            boxes, box_scores = plan.boxes, plan.box_scores
+        (persons,) = estimator.estimate_batch(
+            [FrameBoxes(image.pixels, boxes, box_scores, image.color_order)]
+        )
+        if depth_msg is not None:
+            persons = self._attach_depth(persons, depth_msg, image, settings)
+        persons = tracker.end_frame(persons)
+        pipeline_ms = (time.perf_counter() - started) * 1e3
         self._poses_pub.publish(
             messages.persons_to_msg(persons, msg.header, image.width, image.height)
         )
@@ -385,6 +812,38 @@ class PoseNode(Node):
         if settings.debug_image_enabled and self._image_pub.get_subscription_count() > 0:
             self._publish_debug_image(msg, image, persons, settings)
         self._stats.frame_processed(latency_ms, pipeline_ms, len(persons))
+
+    def _attach_depth(
+        self,
+        persons: list[Any],
+        depth_msg: Image,
+        image: conversions.ConvertedImage,
+        settings: RuntimeSettings,
+    ) -> list[Any]:
+        """The persons with 3D positions from the frame's depth image; unchanged (no positions)
+        when that cannot be done, with the reason logged (rate-limited)."""
+        camera = self._camera
+        if camera is None:
+            self._warn_once(
+                "depth_without_camera_info",
+                f"depth images arrive on {self._depth_topic} but no camera_info with a usable K "
+                "has been received: keypoints get no 3D position until one arrives",
+            )
+            return persons
+        try:
+            depth_m = conversions.depth_msg_to_array(
+                depth_msg, max_pixels=settings.max_image_pixels
+            )
+            return attach_positions(
+                persons, depth_m, camera, settings.depth, image_size=(image.height, image.width)
+            )
+        except (conversions.ImageConversionError, DepthError) as error:
+            self._report_bad_frame(
+                f"depth_{error.kind}",
+                f"bad depth frame on {self._depth_topic}: {error}; frame processed without "
+                "positions",
+            )
+            return persons
 
     def _publish_debug_image(
         self,
@@ -434,8 +893,9 @@ class PoseNode(Node):
         Call ``destroy_node()`` before logging it: after Ctrl-C the context is already shut down,
         and a destroyed node no longer tries to forward its log lines to /rosout.
         """
-        self._mailbox.close()
-        if self._worker.is_alive():
+        if self._mailbox is not None:
+            self._mailbox.close()
+        if self._worker is not None and self._worker.is_alive():
             self._worker.join(WORKER_JOIN_TIMEOUT_S)
         t = self._stats.totals
         return (
@@ -444,14 +904,37 @@ class PoseNode(Node):
         )
 
 
+def _install_stop_handlers(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``stop``; the main loop then ends the node while its context is still
+    valid. rclpy's own handler would shut the context down at once, so the worker's last frame and
+    the closing log lines would fail ("Failed to publish log message to rosout: publisher's context
+    is invalid"), and the second SIGINT that `ros2 launch` sends after the terminal's Ctrl-C would
+    interrupt the shutdown with a traceback. A repeated signal only repeats the request."""
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of the ``pose_node`` executable; returns the exit code."""
-    rclpy.init(args=args)
+    stop = threading.Event()
+    if SignalHandlerOptions is None:  # an rclpy without signal options: its handler stays
+        rclpy.init(args=args)
+    else:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        _install_stop_handlers(stop)
     node: PoseNode | None = None
     code = 0
     try:
         node = PoseNode()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        # Short waits: a signal handler runs between them (at most STOP_POLL_S after Ctrl-C).
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=STOP_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C / launch shutdown: a normal end
     except StartupError as error:
@@ -463,4 +946,9 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
             get_logger(NODE_NAME).info(summary)
         rclpy.try_shutdown()
+        if SignalHandlerOptions is not None:
+            # The node is done: a Ctrl-C still on its way (launch repeats the terminal's) must
+            # not kill the exiting interpreter, which puts Python handlers back to the default.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return code

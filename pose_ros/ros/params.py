@@ -20,6 +20,9 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from pose_ros.depth import DepthConfig
+from pose_ros.tracking import DEFAULT_REUSE_SCORE_THRESHOLD, SmoothingConfig, TrackingConfig
+
 ParamValue = bool | int | float | str
 
 #: The model a fresh install is configured for (published weights of pose_ros.models' registry).
@@ -125,6 +128,11 @@ def _check_fp16(value: Any) -> str | None:
 
 
 _UNIT = (0.0, 1.0)
+#: The tracking defaults come from the library's config dataclasses: one source.
+_TRACKING = TrackingConfig()
+_SMOOTHING = SmoothingConfig()
+#: The depth defaults live in the library's DepthConfig.
+_DEPTH = DepthConfig()
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     # --- what runs (read-only: changing any of these means building the pipeline again) ---
@@ -159,6 +167,24 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "detector.engine",
+        "auto",
+        "What runs a torchvision detector's backbone: 'auto' (ONNX Runtime on the CPU, PyTorch on "
+        "CUDA), 'torch' or 'onnxruntime' (exported on first use into the pose_ros cache).",
+        read_only=True,
+        choices=("auto", "torch", "onnxruntime"),
+    ),
+    ParamSpec(
+        "detector.yolo_layout",
+        "auto",
+        "onnx_yolo only: the export's layout. 'auto' (YOLOv5 or YOLOv8/YOLO11, told apart by the "
+        "output shape), 'yolov5', 'yolov8', or for YOLOX (BGR 0..255 input, top-left letterbox): "
+        "'yolox' (its export_onnx.py default and released .onnx files), 'yolox_decoded' "
+        "(--decode_in_inference), 'yolox_nms' (NMS inside: num_dets, boxes, scores, labels).",
+        read_only=True,
+        choices=("auto", "yolov8", "yolov5", "yolox", "yolox_decoded", "yolox_nms"),
+    ),
+    ParamSpec(
         "device",
         "auto",
         "Where the networks run: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'.",
@@ -172,6 +198,23 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True,
         dynamic_typing=True,
         check_value=_check_fp16,
+    ),
+    ParamSpec(
+        "engine",
+        "auto",
+        "What runs the pose network: 'auto' (ONNX Runtime on the CPU, PyTorch fp16 on CUDA), "
+        "'torch', 'onnxruntime' or 'tensorrt' (checkpoints are exported on first use into the "
+        "pose_ros cache; 'model' may also name an .onnx or .engine file).",
+        read_only=True,
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+    ),
+    ParamSpec(
+        "cpu_threads",
+        0,
+        "CPU threads of PyTorch and ONNX Runtime; 0 = all cores for the pose network's engine "
+        "(and one PyTorch thread for the crops and detector heads when that is ONNX Runtime).",
+        read_only=True,
+        int_range=(0, 1024),
     ),
     ParamSpec(
         "flip_test",
@@ -221,6 +264,49 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         read_only=True,
     ),
     ParamSpec(
+        "use_depth",
+        False,
+        "Subscribe to 'depth' (sensor_msgs/Image registered to the colour image: 16UC1/mono16 "
+        "millimetres or 32FC1 metres), pair it with each colour frame by header stamp, and publish "
+        "keypoint positions in metres (needs camera_info).",
+        read_only=True,
+    ),
+    ParamSpec(
+        "depth.slop_sec",
+        _DEPTH.slop_sec,
+        "A colour and a depth image are paired when their header stamps differ by at most this "
+        "(message_filters ApproximateTimeSynchronizer); colour frames without a partner are "
+        "processed without positions.",
+        read_only=True,
+        float_range=(0.001, 10.0),
+    ),
+    ParamSpec(
+        "depth.min_m",
+        _DEPTH.min_m,
+        "Depth readings nearer than this (metres) are no reading.",
+        float_range=(0.0, 100.0),
+    ),
+    ParamSpec(
+        "depth.max_m",
+        _DEPTH.max_m,
+        "Depth readings farther than this (metres) are no reading; must exceed depth.min_m.",
+        float_range=(0.01, 1000.0),
+    ),
+    ParamSpec(
+        "depth.patch_radius",
+        _DEPTH.patch_radius,
+        "Each keypoint's depth is the median of the valid readings in a (2r+1)x(2r+1) window of "
+        "this radius r (pixels) around it.",
+        int_range=(0, 50),
+    ),
+    ParamSpec(
+        "depth.person_band_m",
+        _DEPTH.person_band_m,
+        "Only readings within this distance (metres) of the person's own median depth count for "
+        "its keypoints (a wrist in front of a wall does not take the wall's depth).",
+        float_range=(0.01, 100.0),
+    ),
+    ParamSpec(
         "max_image_pixels",
         DEFAULT_MAX_IMAGE_PIXELS,
         "Frames with more pixels are refused (before allocating), whatever their header claims.",
@@ -229,9 +315,18 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "no_input_warning_sec",
         5.0,
-        "Warn once when no publisher or no frame has appeared on the input topic after this long.",
+        "Warn (log, repeated every 30 s, and /diagnostics WARN) when no frame has arrived on the "
+        "input topic for this long: before the first frame and after frames stopped.",
         read_only=True,
         float_range=(0.5, 3600.0),
+    ),
+    ParamSpec(
+        "managed",
+        False,
+        "Lifecycle: false = configure and activate at start (a plain node); true = wait for "
+        "lifecycle transitions (`ros2 lifecycle set`, a lifecycle manager): configure loads the "
+        "model, activate subscribes.",
+        read_only=True,
     ),
     ParamSpec(
         "log_period_sec",
@@ -303,6 +398,76 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Diameter of keypoint spheres (metres).",
         float_range=(1e-4, 1.0),
     ),
+    # --- tracking (pose_ros.tracking; runtime-changeable, applied between frames) ---
+    ParamSpec(
+        "tracking.enabled",
+        _TRACKING.enabled,
+        "Track ids across frames (PersonPose.id); false: ids -1, raw keypoints, the detector on "
+        "every frame.",
+    ),
+    ParamSpec(
+        "tracking.min_hits",
+        _TRACKING.min_hits,
+        "Frames a person must be matched before it gets an id (-1 until then).",
+        int_range=(1, 100),
+    ),
+    ParamSpec(
+        "tracking.max_age_sec",
+        _TRACKING.max_age_sec,
+        "Seconds (image header time) a track survives unseen; a person back within it keeps "
+        "the id.",
+        float_range=(0.01, 60.0),
+    ),
+    ParamSpec(
+        "tracking.iou_weight",
+        _TRACKING.iou_weight,
+        "Weight of box IoU against keypoint OKS when matching (1: boxes only).",
+        float_range=_UNIT,
+    ),
+    ParamSpec(
+        "tracking.match_threshold",
+        _TRACKING.match_threshold,
+        "Least similarity (weighted IoU/OKS, 0..1) of a detection and a track to match.",
+        float_range=_UNIT,
+    ),
+    ParamSpec(
+        "smoothing.enabled",
+        _SMOOTHING.enabled,
+        "One-Euro smoothing of keypoint x, y (and 3D positions) per track; scores stay the "
+        "network's.",
+    ),
+    ParamSpec(
+        "smoothing.min_cutoff",
+        _SMOOTHING.min_cutoff,
+        "One-Euro cutoff at rest (Hz): lower smooths more.",
+        float_range=(1e-3, 100.0),
+    ),
+    ParamSpec(
+        "smoothing.beta",
+        _SMOOTHING.beta,
+        "One-Euro speed coefficient (1/pixel): higher follows fast motion with less lag.",
+        float_range=(0.0, 10.0),
+    ),
+    ParamSpec(
+        "smoothing.d_cutoff",
+        _SMOOTHING.d_cutoff,
+        "One-Euro cutoff of the speed estimate (Hz).",
+        float_range=(1e-3, 100.0),
+    ),
+    ParamSpec(
+        "detector.interval",
+        1,
+        "Run the person detector every N-th frame (1: every frame); in between, each confirmed "
+        "track's box comes from its last keypoints (faster, see README). Needs tracking.enabled.",
+        int_range=(1, 100),
+    ),
+    ParamSpec(
+        "detector.reuse_score_threshold",
+        DEFAULT_REUSE_SCORE_THRESHOLD,
+        "A person found in a reused box and scoring below this is dropped and the next frame "
+        "runs the detector.",
+        float_range=_UNIT,
+    ),
 )
 
 #: name → spec, in declaration order.
@@ -345,6 +510,11 @@ class RuntimeSettings:
     debug_image_enabled: bool
     debug_image_keypoint_threshold: float
     markers: MarkerStyle
+    depth: DepthConfig
+    tracking: TrackingConfig = _TRACKING
+    smoothing: SmoothingConfig = _SMOOTHING
+    detector_interval: int = 1
+    reuse_score_threshold: float = DEFAULT_REUSE_SCORE_THRESHOLD
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> RuntimeSettings:
@@ -367,4 +537,41 @@ class RuntimeSettings:
                 line_width=float(get("markers.line_width")),
                 sphere_size=float(get("markers.sphere_size")),
             ),
+            depth=DepthConfig(
+                min_m=float(get("depth.min_m")),
+                max_m=float(get("depth.max_m")),
+                patch_radius=int(get("depth.patch_radius")),
+                person_band_m=float(get("depth.person_band_m")),
+                slop_sec=float(get("depth.slop_sec")),
+            ),
+            tracking=TrackingConfig(
+                enabled=bool(get("tracking.enabled")),
+                min_hits=int(get("tracking.min_hits")),
+                max_age_sec=float(get("tracking.max_age_sec")),
+                iou_weight=float(get("tracking.iou_weight")),
+                match_threshold=float(get("tracking.match_threshold")),
+                # The high threshold of ByteTrack's first stage is the detector's threshold.
+                score_threshold=float(get("detector.score_threshold")),
+                low_score_threshold=min(
+                    TrackingConfig.low_score_threshold, float(get("detector.score_threshold"))
+                ),
+            ),
+            smoothing=SmoothingConfig(
+                enabled=bool(get("smoothing.enabled")),
+                min_cutoff=float(get("smoothing.min_cutoff")),
+                beta=float(get("smoothing.beta")),
+                d_cutoff=float(get("smoothing.d_cutoff")),
+            ),
+            detector_interval=int(get("detector.interval")),
+            reuse_score_threshold=float(get("detector.reuse_score_threshold")),
         )
+
+
+def settings_problem(values: Mapping[str, Any]) -> str | None:
+    """What is wrong with a combination of parameter values that each pass their own check (the
+    depth range's ends), or None."""
+    try:
+        RuntimeSettings.from_values(values)
+    except ValueError as error:
+        return str(error)
+    return None

@@ -1,12 +1,16 @@
 """Counters of the node for its status line: frames in, out, dropped, refused; latency; persons.
 
 The worker and the subscription callback record events; the status timer takes one window per
-period and formats one line, so the log stays at one line per period in steady state.
+period and formats one line, so the log stays at one line per period in steady state. The
+diagnostics timer reads a sliding window of the last seconds (:meth:`NodeStats.recent`) without
+disturbing the status line's windows.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +48,45 @@ class Window:
         return not (self.received or self.processed or self.bad or self.failed)
 
 
+@dataclass(frozen=True)
+class Recent:
+    """The events of the last ``seconds`` (a sliding window, for /diagnostics)."""
+
+    seconds: float
+    received: int
+    processed: int
+    dropped: int
+    bad: int
+    failed: int
+    latency_ms: tuple[float, ...]
+    #: monotonic time of the newest frame received / processed since construction (None: none yet)
+    last_received: float | None
+    last_processed: float | None
+
+    @property
+    def input_hz(self) -> float:
+        return self.received / self.seconds
+
+    @property
+    def processed_hz(self) -> float:
+        return self.processed / self.seconds
+
+    def latency_percentile(self, q: float) -> float | None:
+        """The ``q``-th percentile (0..100) of the latencies, or None without processed frames."""
+        return float(np.percentile(self.latency_ms, q)) if self.latency_ms else None
+
+    @property
+    def all_failed(self) -> bool:
+        """Frames were handled in the window and not one of them gave poses."""
+        return self.processed == 0 and (self.bad + self.failed) > 0
+
+
+#: Longest sliding window :meth:`NodeStats.recent` can answer for; events older are forgotten.
+RECENT_HORIZON_S = 30.0
+# Bound on remembered events whatever the rate (a flood of tiny frames must not grow memory).
+_MAX_RECENT_EVENTS = 20_000
+
+
 class NodeStats:
     """Thread-safe event counters (callback thread, worker thread, timer)."""
 
@@ -52,6 +95,18 @@ class NodeStats:
         self._totals = Totals()
         self._window_start = now
         self._reset_window()
+        self._start = now
+        # (monotonic time, kind, latency ms) of the last RECENT_HORIZON_S seconds
+        self._events: deque[tuple[float, str, float]] = deque(maxlen=_MAX_RECENT_EVENTS)
+        self._last_received: float | None = None
+        self._last_processed: float | None = None
+
+    def _event(self, kind: str, now: float | None, latency_ms: float = 0.0) -> None:
+        # Called with the lock held.
+        now = time.monotonic() if now is None else now
+        self._events.append((now, kind, latency_ms))
+        while self._events and self._events[0][0] < now - RECENT_HORIZON_S:
+            self._events.popleft()
 
     def _reset_window(self) -> None:
         self._received = self._processed = self._dropped = self._bad = self._failed = 0
@@ -60,9 +115,13 @@ class NodeStats:
         self._latency: list[float] = []
         self._pipeline: list[float] = []
 
-    def frame_received(self, dropped_older: bool) -> None:
+    def frame_received(self, dropped_older: bool, now: float | None = None) -> None:
         """A frame arrived; ``dropped_older``: it replaced one that was never processed."""
         with self._lock:
+            self._event("received", now)
+            if dropped_older:
+                self._event("dropped", now)
+            self._last_received = self._events[-1][0]
             self._received += 1
             self._dropped += int(dropped_older)
             t = self._totals
@@ -70,8 +129,12 @@ class NodeStats:
                 t.received + 1, t.processed, t.dropped + int(dropped_older), t.bad, t.failed
             )
 
-    def frame_processed(self, latency_ms: float, pipeline_ms: float, persons: int) -> None:
+    def frame_processed(
+        self, latency_ms: float, pipeline_ms: float, persons: int, now: float | None = None
+    ) -> None:
         with self._lock:
+            self._event("processed", now, latency_ms)
+            self._last_processed = self._events[-1][0]
             self._processed += 1
             self._persons += persons
             self._latency.append(latency_ms)
@@ -87,6 +150,7 @@ class NodeStats:
     def frame_bad(self) -> None:
         """A frame that could not be converted (bad header, corrupt data...)."""
         with self._lock:
+            self._event("bad", None)
             self._bad += 1
             t = self._totals
             self._totals = Totals(t.received, t.processed, t.dropped, t.bad + 1, t.failed)
@@ -94,6 +158,7 @@ class NodeStats:
     def frame_failed(self) -> None:
         """A frame on which inference raised."""
         with self._lock:
+            self._event("failed", None)
             self._failed += 1
             t = self._totals
             self._totals = Totals(t.received, t.processed, t.dropped, t.bad, t.failed + 1)
@@ -101,6 +166,25 @@ class NodeStats:
     @property
     def totals(self) -> Totals:
         return self._totals
+
+    def recent(self, now: float, seconds: float) -> Recent:
+        """The events of the last ``seconds`` (at most RECENT_HORIZON_S; shorter right after
+        construction), without resetting anything."""
+        seconds = min(seconds, RECENT_HORIZON_S)
+        since = now - seconds
+        with self._lock:
+            events = [event for event in self._events if event[0] >= since]
+            last_received, last_processed = self._last_received, self._last_processed
+        counts = {kind: 0 for kind in ("received", "dropped", "processed", "bad", "failed")}
+        for _, kind, _ in events:
+            counts[kind] += 1
+        return Recent(
+            seconds=max(min(seconds, now - self._start), 1e-9),
+            latency_ms=tuple(latency for _, kind, latency in events if kind == "processed"),
+            last_received=last_received,
+            last_processed=last_processed,
+            **counts,
+        )
 
     def take_window(self, now: float) -> Window:
         """The counts since the last call (or construction), and start a new window."""

@@ -36,8 +36,13 @@ def loopback_env() -> dict[str, str]:
 
 
 @contextmanager
-def pose_node(log_path: Path, namespace: str, parameters: dict[str, Any]) -> Iterator[NodeProcess]:
-    with harness.running_pose_node(log_path, namespace, parameters, env=loopback_env()) as node:
+def pose_node(
+    log_path: Path, namespace: str, parameters: dict[str, Any], **options: Any
+) -> Iterator[NodeProcess]:
+    """The installed node (options: see harness.running_pose_node, e.g. ready_pattern)."""
+    with harness.running_pose_node(
+        log_path, namespace, parameters, env=loopback_env(), **options
+    ) as node:
         yield node
 
 

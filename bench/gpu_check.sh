@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 10, as one script for a session that has a CUDA machine: the GPU tests
+# (fp16 / channels-last / device decode / pinned uploads on the chosen GPU, ONNX Runtime's CUDA
+# provider index), then the engines benchmark (ms per crop at batch 1..64 per engine, ms per
+# frame for 1/5/20 persons at three resolutions, detectors, KeypointRCNN), on CPU and CUDA.
+#
+#   bench/gpu_check.sh [OUT_DIR]        # default OUT_DIR: $OUT or ./gpu_check_output
+#
+# Uses .venv when present, else the machine's python3 (needs torch with CUDA, torchvision,
+# onnxruntime, onnx, opencv, scipy, pytest, pyyaml; no ROS: the ROS tests are left out). Nothing is
+# downloaded. Each step has a time limit so that one slow step cannot eat the device time.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR="${1:-${OUT:-gpu_check_output}}"
+mkdir -p "$OUT_DIR"
+PY="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export POSE_ROS_CACHE="${POSE_ROS_CACHE:-$OUT_DIR/cache}"
+
+{
+  echo "## $(date -u +%FT%TZ) $(hostname)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
+  "$PY" -c "import torch, onnxruntime as o; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA'); print('onnxruntime', o.__version__, o.get_available_providers())" 2>&1
+  "$PY" -c "import tensorrt; print('tensorrt', tensorrt.__version__)" 2>&1 || echo "tensorrt: not installed"
+} | tee "$OUT_DIR/env.txt"
+
+timeout 240 "$PY" -m pytest -q -p no:cacheprovider -m "not ros" \
+  test/test_engines.py test/test_pipeline.py 2>&1 | tee "$OUT_DIR/tests.txt" | tail -15
+timeout 300 "$PY" -m bench.engines_bench ${BENCH_ARGS:---only crops,frames,detectors,alt} 2>&1 \
+  | grep -v -i "random weights" | tee "$OUT_DIR/bench.txt"
+echo "gpu_check: results in $OUT_DIR"

@@ -1,0 +1,114 @@
+"""The One-Euro filter (Casiez, Roussel and Vogel, CHI 2012): a low-pass filter whose cutoff
+frequency rises with the signal's speed, so slow motion is smoothed (little jitter) and fast motion
+follows with little lag. Used per track and keypoint by :mod:`pose_ros.tracking`, on the time of the
+image header stamps.
+
+For one value ``x`` sampled at time ``t`` (``dt`` since the previous sample)::
+
+    alpha(fc) = 1 / (1 + tau / dt),  tau = 1 / (2 pi fc)
+    dx_hat    = alpha(d_cutoff) * (x - x_hat_prev) / dt + (1 - alpha(d_cutoff)) * dx_hat_prev
+    cutoff    = min_cutoff + beta * |dx_hat|
+    x_hat     = alpha(cutoff) * x + (1 - alpha(cutoff)) * x_hat_prev
+
+The first sample passes unchanged (``dx_hat = 0``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    """One-Euro settings (defaults are the node's parameter defaults).
+
+    Attributes:
+        enabled: False publishes the network's raw keypoints.
+        min_cutoff: Hz, the cutoff at rest: lower smooths more (and lags more when slow).
+        beta: 1 / (units of the signal), how fast the cutoff rises with speed: higher follows fast
+            motion with less lag (and lets more jitter through while moving). The units are pixels
+            for ``x, y`` and metres for 3D positions, so positions (slow in metres/s) are smoothed
+            close to ``min_cutoff``.
+        d_cutoff: Hz, the cutoff of the speed estimate.
+    """
+
+    enabled: bool = True
+    min_cutoff: float = 1.0
+    beta: float = 0.05
+    d_cutoff: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_cutoff", "d_cutoff"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"smoothing.{name} must be a number > 0 Hz, got {value!r}")
+        if not (
+            isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0
+        ):
+            raise ValueError(f"smoothing.beta must be a number >= 0, got {self.beta!r}")
+
+
+def _alpha(cutoff: np.ndarray | float, dt: np.ndarray) -> np.ndarray:
+    tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff, dtype=np.float64))
+    return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+    """One-Euro filters over an array of independent values (e.g. (17, 2) keypoint coordinates),
+    each with its own state and time of last update.
+
+    Args:
+        shape: shape of the filtered arrays.
+        config: min_cutoff, beta, d_cutoff (``enabled`` is the caller's business).
+    """
+
+    def __init__(self, shape: tuple[int, ...], config: SmoothingConfig) -> None:
+        self.config = config
+        self._x_hat = np.zeros(shape, np.float64)
+        self._dx_hat = np.zeros(shape, np.float64)
+        self._t_prev = np.full(shape, -np.inf, np.float64)
+        self._started = np.zeros(shape, bool)
+
+    def __call__(self, t: float, x: np.ndarray, update: np.ndarray | None = None) -> np.ndarray:
+        """Filter one sample.
+
+        Args:
+            t: seconds (header time) of the sample.
+            x: values, the filter's shape; NaN values never update.
+            update: bool mask of the values allowed to update the filter (e.g. confident keypoints);
+                None = all finite values.
+
+        Returns:
+            float64 array: the filtered value where updated, ``x`` unchanged elsewhere (a value
+            that may not update is passed through raw rather than invented).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        mask = np.isfinite(x)
+        if update is not None:
+            mask = mask & update
+        dt = t - self._t_prev
+        # A repeated stamp (dt <= 0) carries no new timing information: keep the state.
+        old = mask & self._started & (dt > 0)
+        new = mask & ~self._started
+        held = mask & self._started & ~(dt > 0)
+        # Whole-array arithmetic with np.where rather than boolean indexing: the arrays are small
+        # (17 x 2) and indexing costs more than computing the few extra elements.
+        c = self.config
+        step = np.where(old, dt, 1.0)
+        value = np.where(old, x, self._x_hat)
+        a_d = _alpha(c.d_cutoff, step)
+        dx_hat = a_d * (value - self._x_hat) / step + (1.0 - a_d) * self._dx_hat
+        a = _alpha(c.min_cutoff + c.beta * np.abs(dx_hat), step)
+        x_hat = a * value + (1.0 - a) * self._x_hat
+        self._x_hat = np.where(old, x_hat, np.where(new, x, self._x_hat))
+        self._dx_hat = np.where(old, dx_hat, np.where(new, 0.0, self._dx_hat))
+        self._t_prev = np.where(old | new, t, self._t_prev)
+        self._started = self._started | new
+        return np.where(old | held, self._x_hat, x)
+
+    def reconfigure(self, config: SmoothingConfig) -> None:
+        """New settings from the next sample on; the state is kept."""
+        self.config = config
