@@ -3,6 +3,7 @@ debug image and training's validation snapshots all use this one function."""
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,18 @@ SIDE_COLORS_RGB: dict[str, tuple[int, int, int]] = {
     "center": (60, 220, 60),
 }
 BOX_COLOR_RGB: tuple[int, int, int] = (255, 255, 255)
+
+
+#: The golden ratio's fractional part: successive ids get hues far apart on the colour wheel.
+_HUE_STEP = 0.618033988749895
+
+
+def track_color_rgb(track_id: int) -> tuple[int, int, int]:
+    """A colour (0..255 RGB) for a track id: the same id always gets the same colour, and
+    neighbouring ids get clearly different hues."""
+    hue = (0.1 + track_id * _HUE_STEP) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
+    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def _keypoint_side(keypoint_id: int) -> str:
@@ -64,11 +77,13 @@ def draw_persons(
         keypoints = np.asarray(person.keypoints, dtype=np.float64)
         if draw_boxes:
             x, y, w, h = (float(v) for v in person.box)
+            # A tracked person's box takes the colour of its RViz markers (same id, same colour).
+            box_rgb = track_color_rgb(person.track_id) if person.track_id >= 0 else BOX_COLOR_RGB
             cv2.rectangle(
                 canvas,
                 (round(x), round(y)),
                 (round(x + w), round(y + h)),
-                color(BOX_COLOR_RGB),
+                color(box_rgb),
                 thickness,
                 cv2.LINE_AA,
             )
@@ -83,7 +98,7 @@ def draw_persons(
                     (round(x), max(round(y) - 4, 10)),
                     cv2.FONT_HERSHEY_SIMPLEX,
                     0.4 * thickness,
-                    color(BOX_COLOR_RGB),
+                    color(box_rgb),
                     max(1, thickness // 2),
                     cv2.LINE_AA,
                 )

@@ -43,6 +43,7 @@ from pose_ros.runtime import (
     OnnxPoseRunner,
     RuntimeBackendError,
     TensorRTPoseRunner,
+    _import_onnxruntime,
     compare_with_onnxruntime,
     export_onnx,
     onnx_session,
@@ -462,11 +463,13 @@ def build_person_detector(
     max_persons: int = 20,
     cache_dir: str | os.PathLike | None = None,
     half: bool = False,
+    yolo_layout: str = "auto",
 ) -> PersonDetector:
     """:func:`pose_ros.detection.build_detector`, with the backbone of a torchvision detector on
     ONNX Runtime where ``engine`` says so (see :class:`OnnxBackbone`). ``auto`` falls back to
     PyTorch, with a warning in the log, where the export fails; ``onnxruntime`` raises.
-    ``half``: a torchvision detector on CUDA runs under fp16 autocast.
+    ``half``: a torchvision detector on CUDA runs under fp16 autocast. ``yolo_layout``: the
+    output layout of an ``onnx_yolo`` export (:data:`pose_ros.detection.YOLO_LAYOUTS`).
 
     Raises:
         ValueError, pose_ros.detection.DetectorError: as build_detector;
@@ -480,6 +483,8 @@ def build_person_detector(
         # fp16 autocast on CUDA: torchvision runs NMS and RoIAlign in fp32 under autocast, so
         # the convolutions get the speed and the box arithmetic keeps its precision.
         extra["half"] = half
+    if backend == "onnx_yolo":
+        extra["layout"] = yolo_layout
     detector = build_detector(
         backend,
         weights=weights,
@@ -508,13 +513,3 @@ def build_person_detector(
         return detector
     detector.engine = "onnxruntime"
     return detector
-
-
-def _import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise RuntimeBackendError(
-            "ONNX Runtime is not installed: `pip install onnxruntime` (or onnxruntime-gpu)"
-        ) from None
-    return onnxruntime

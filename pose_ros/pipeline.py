@@ -320,6 +320,7 @@ class PoseEstimator:
         detector_engine: str = "auto",
         cpu_threads: int = 0,
         cache_dir: str | None = None,
+        yolo_layout: str = "auto",
     ) -> PoseEstimator:
         """Build from names: ``model`` is a checkpoint path, a published-weights registry name,
         an exported ``.onnx`` / ``.engine`` file, or ``"random:<architecture>"`` (untrained
@@ -393,6 +394,7 @@ class PoseEstimator:
             max_persons=max_persons,
             cache_dir=cache_dir or (_scratch_exports_dir() if "detector" in random_parts else None),
             half=resolved.type == "cuda" if fp16 is None else bool(fp16),
+            yolo_layout=yolo_layout,
         )
         estimator = cls(
             network,

@@ -682,3 +682,28 @@ def test_full_image_detector_returns_the_whole_frame() -> None:
     assert detections.scores.tolist() == [1.0]
     with pytest.raises(ValueError, match="full_image detector takes no weights"):
         build_detector("full_image", weights="yolo.onnx")
+
+
+def test_yolo_layout_reaches_the_detector_through_from_names(tmp_path):
+    """The node's `detector.yolo_layout` goes through PoseEstimator.from_names: a raw YOLOX export
+    read as YOLOX is grid-decoded (same boxes as above); read with the default layout it is not."""
+    from pose_ros.pipeline import PoseEstimator
+
+    path = _export(_FromPixel(_yolox_raw_rows()), tmp_path / "yolox_s.onnx", ["output"])
+
+    def boxes(layout: str) -> np.ndarray:
+        estimator = PoseEstimator.from_names(
+            "random:simplebaseline_res18",
+            allow_random_weights=True,
+            detector="onnx_yolo",
+            detector_weights=str(path),
+            device="cpu",
+            engine="torch",
+            yolo_layout=layout,
+        )
+        assert estimator.detector.layout == layout
+        return estimator.detector.detect(_BGR_128x96, "BGR").boxes
+
+    np.testing.assert_allclose(boxes("yolox"), [[16, 32, 32, 64], [36, 22, 40, 60]], atol=1e-3)
+    other = boxes("yolov5")
+    assert other.shape != (2, 4) or not np.allclose(other, [[16, 32, 32, 64], [36, 22, 40, 60]])

@@ -23,7 +23,12 @@ import pytest
 import yaml
 
 from pose_ros.ros import harness, params
-from pose_ros.ros.markers import KEYPOINTS_NAMESPACE, SKELETON_NAMESPACE
+from pose_ros.ros.markers import (
+    KEYPOINTS_NAMESPACE,
+    SKELETON_NAMESPACE,
+    TRACKED_KEYPOINTS_NAMESPACE,
+    TRACKED_SKELETON_NAMESPACE,
+)
 from ros2_tools import NO_DAEMON, cli, launch_args, launched, needs_ros2, tools_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -478,7 +483,12 @@ def test_rviz_config_shows_the_markers_and_the_annotated_image() -> None:
     displays = {d["Class"]: d for d in config["Visualization Manager"]["Displays"]}
     markers = displays["rviz_default_plugins/MarkerArray"]
     assert markers["Topic"]["Value"] == "/poses/markers"
-    assert set(markers["Namespaces"]) == {KEYPOINTS_NAMESPACE, SKELETON_NAMESPACE}
+    assert set(markers["Namespaces"]) == {
+        KEYPOINTS_NAMESPACE,
+        SKELETON_NAMESPACE,
+        TRACKED_KEYPOINTS_NAMESPACE,
+        TRACKED_SKELETON_NAMESPACE,
+    }
     image = displays["rviz_default_plugins/Image"]
     assert image["Topic"]["Value"] == "/poses/image"
     # The node publishes both reliably: a reliable subscription matches.

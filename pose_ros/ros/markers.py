@@ -25,7 +25,6 @@ Non-finite points are never published (RViz refuses a whole marker for one of th
 
 from __future__ import annotations
 
-import colorsys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -36,7 +35,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from pose_ros.camera import PinholeCamera
-from pose_ros.drawing import SIDE_COLORS_RGB
+from pose_ros.drawing import SIDE_COLORS_RGB, track_color_rgb
 from pose_ros.keypoints import NUM_KEYPOINTS, SKELETON_EDGES, limb_side
 from pose_ros.ros.params import MarkerStyle
 
@@ -47,17 +46,6 @@ KEYPOINTS_NAMESPACE = "keypoints"
 SKELETON_NAMESPACE = "skeleton"
 TRACKED_KEYPOINTS_NAMESPACE = "tracked_keypoints"
 TRACKED_SKELETON_NAMESPACE = "tracked_skeleton"
-
-#: The golden ratio's fractional part: successive ids get hues far apart on the colour wheel.
-_HUE_STEP = 0.618033988749895
-
-
-def track_color_rgb(track_id: int) -> tuple[int, int, int]:
-    """A colour (0..255 RGB) for a track id: the same id always gets the same colour, and
-    neighbouring ids get clearly different hues."""
-    hue = (0.1 + track_id * _HUE_STEP) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
-    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def pixels_to_plane(

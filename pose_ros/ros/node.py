@@ -190,6 +190,7 @@ def build_estimator(values: dict[str, Any]) -> Any:
             engine=values.get("engine", "auto"),
             detector_engine=values.get("detector.engine", "auto"),
             cpu_threads=values.get("cpu_threads", 0),
+            yolo_layout=values.get("detector.yolo_layout", "auto"),
         )
     except CheckpointError as error:
         raise StartupError(
