@@ -1,7 +1,10 @@
 """Node benchmark: image-to-/poses latency and throughput of 640x480 frames through the real
 ``pose_node`` (installed executable, its own process, DDS on loopback), the pipeline alone in this
 process for comparison, and what the node adds per frame (conversion, messages, markers, the
-annotated image). Medians; CPU contention from other processes shows up directly in the figures.
+annotated image). Then three cameras: one node with ``cameras:=[cam0, cam1, cam2]`` (one
+pose-network batch per cycle) against what a user would otherwise run, three single-camera nodes
+(three processes, three models), fed the same synchronised streams side by side.
+Medians; CPU contention from other processes shows up directly in the figures.
 
     python -m bench.node_bench                  # through scripts/ros-env (make bench)
     python -m bench.node_bench --quick          # ResNet-18, fewer frames
@@ -10,10 +13,12 @@ annotated image). Medians; CPU contention from other processes shows up directly
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,14 @@ from pose_ros.ros.conversions import (
     compressed_msg_to_array,
     image_msg_to_array,
 )
-from pose_ros.ros.harness import Peer, make_header, reliable, running_pose_node, with_stamp
+from pose_ros.ros.harness import (
+    NodeProcess,
+    Peer,
+    make_header,
+    reliable,
+    running_pose_node,
+    with_stamp,
+)
 from pose_ros.ros.markers import build_marker_array
 from pose_ros.ros.messages import persons_to_msg
 from pose_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS, MarkerStyle
@@ -139,34 +151,39 @@ def node_parts(frame: np.ndarray, repeats: int) -> list[tuple[str, float]]:
 
 def sequential_latency(
     peer: Peer,
-    publisher: Any,
-    poses: list,
+    publishers: Sequence[Any],
+    poses: Sequence[list],
     frame: np.ndarray,
     count: int,
     first_stamp: int,
 ) -> list[float]:
-    """Image → /poses latency of ``count`` frames sent one at a time (no queueing)."""
+    """Image -> /poses latency of ``count`` frames sent one at a time (no queueing); with several
+    cameras, one frame on each camera at once, until every camera has answered it."""
     latencies = []
     for index in range(count):
         stamp = first_stamp + index
         msg = array_to_image_msg(frame, "rgb8", header=make_header(stamp, FRAME_ID))
         start = time.perf_counter()
-        publisher.publish(msg)
-        if peer.spin_until(lambda stamp=stamp: bool(with_stamp(poses, stamp)), timeout=30):
+        for publisher in publishers:
+            publisher.publish(msg)
+        if peer.spin_until(
+            lambda stamp=stamp: all(with_stamp(answers, stamp) for answers in poses), timeout=30
+        ):
             latencies.append((time.perf_counter() - start) * 1e3)
     return latencies
 
 
 def throughput(
     peer: Peer,
-    publisher: Any,
-    poses: list,
+    publishers: Sequence[Any],
+    poses: Sequence[list],
     frame: np.ndarray,
     rate: float,
     seconds: float,
     first_stamp: int,
 ) -> tuple[int, int, float]:
-    """(frames sent, frames answered, answers per second) while publishing at ``rate`` Hz."""
+    """(frames sent, frames answered, answers per second) while publishing at ``rate`` Hz on
+    every camera (all cameras together)."""
     count = int(rate * seconds)
     messages = [
         array_to_image_msg(frame, "rgb8", header=make_header(first_stamp + i, FRAME_ID))
@@ -174,13 +191,17 @@ def throughput(
     ]
     start = time.monotonic()
     for index, msg in enumerate(messages):
-        publisher.publish(msg)
+        for publisher in publishers:
+            publisher.publish(msg)
         peer.spin_for(max(0.0, start + (index + 1) / rate - time.monotonic()))
     last = first_stamp + count - 1
-    peer.spin_until(lambda: bool(with_stamp(poses, last)), timeout=10)
+    peer.spin_until(lambda: all(with_stamp(answers, last) for answers in poses), timeout=10)
     elapsed = time.monotonic() - start
-    answered = len({p.header.stamp.sec for p in poses if first_stamp <= p.header.stamp.sec <= last})
-    return count, answered, answered / elapsed
+    answered = sum(
+        len({p.header.stamp.sec for p in answers if first_stamp <= p.header.stamp.sec <= last})
+        for answers in poses
+    )
+    return count * len(publishers), answered, answered / elapsed
 
 
 def measure_node(
@@ -210,7 +231,7 @@ def measure_node(
             ):
                 raise RuntimeError(f"no answer from pose_node:\n{node.log()[-3000:]}")
             peer.spin_for(0.5)
-            plain = sequential_latency(peer, publisher, poses, frame, args.frames, 1000)
+            plain = sequential_latency(peer, [publisher], [poses], frame, args.frames, 1000)
             rows.append(
                 (
                     "node: image -> /poses (only /poses subscribed)",
@@ -220,7 +241,7 @@ def measure_node(
             peer.collect(MarkerArray, f"{NAMESPACE}/poses/markers", reliable(5))
             peer.collect(Image, f"{NAMESPACE}/poses/image", reliable(2))
             peer.spin_for(1.0)  # discovery of the new subscriptions by the node
-            visual = sequential_latency(peer, publisher, poses, frame, args.frames, 2000)
+            visual = sequential_latency(peer, [publisher], [poses], frame, args.frames, 2000)
             rows.append(
                 (
                     "node: image -> /poses (+ markers and annotated image subscribed)",
@@ -235,7 +256,7 @@ def measure_node(
                 )
             )
             sent, answered, per_second = throughput(
-                peer, publisher, poses, frame, args.rate, args.seconds, 10_000
+                peer, [publisher], [poses], frame, args.rate, args.seconds, 10_000
             )
             rows.append(
                 (
@@ -248,6 +269,107 @@ def measure_node(
         finally:
             peer.close()
 
+    return rows
+
+
+CAMERAS = ("cam0", "cam1", "cam2")
+
+
+def _node_parameters(args: argparse.Namespace, random_weights: bool) -> dict[str, Any]:
+    return {
+        "model": args.model,
+        "allow_random_weights": random_weights,
+        "detector.backend": "full_image",
+        "device": args.device,
+        # every frame must arrive: 640x480 rgb8 exceeds Fast DDS's shared-memory segment
+        "qos.reliability": "reliable",
+        "use_camera_info": False,
+    }
+
+
+def _network_calls(node: NodeProcess) -> str:
+    """The closing summary's count of pose-network batches (a node with several cameras)."""
+    match = re.search(r"(\d+) pose-network batches", node.log())
+    return match.group(1) if match else "?"
+
+
+def measure_cameras(
+    args: argparse.Namespace, frame: np.ndarray, random_weights: bool
+) -> list[tuple[str, str]]:
+    """Three synchronised cameras: one node with ``cameras`` against three single-camera nodes.
+    Each setup gets the same sequential-latency run and the same throughput run."""
+    rows: list[tuple[str, str]] = []
+    rate = args.rate
+    setups = {
+        "one node, cameras:=[cam0, cam1, cam2]": [
+            (f"{NAMESPACE}_multi", {"cameras": f"[{','.join(CAMERAS)}]"})
+        ],
+        "three single-camera nodes (the alternative)": [
+            (f"{NAMESPACE}_{camera}", {}) for camera in CAMERAS
+        ],
+    }
+    for label, nodes in setups.items():
+        with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+            processes = [
+                stack.enter_context(
+                    running_pose_node(
+                        Path(tmp) / f"node{index}.log",
+                        namespace,
+                        {**_node_parameters(args, random_weights), **extra},
+                    )
+                )
+                for index, (namespace, extra) in enumerate(nodes)
+            ]
+            topics = (
+                [f"{nodes[0][0]}/{camera}" for camera in CAMERAS]
+                if len(nodes) == 1
+                else [namespace for namespace, _ in nodes]
+            )
+            peer = Peer("pose_bench_cameras")
+            try:
+                publishers = [
+                    peer.node.create_publisher(Image, f"{topic}/image", reliable(5))
+                    for topic in topics
+                ]
+                poses = [
+                    peer.collect(PersonPoseArray, f"{topic}/poses", reliable(100))[0]
+                    for topic in topics
+                ]
+                warm = array_to_image_msg(frame, "rgb8", header=make_header(1, FRAME_ID))
+
+                def publish_warm(publishers=publishers, warm=warm) -> None:
+                    for publisher in publishers:
+                        publisher.publish(warm)
+
+                if not peer.publish_until(
+                    publish_warm, lambda poses=poses: all(poses), timeout=60, period=1.0
+                ):
+                    logs = "\n".join(p.log()[-1500:] for p in processes)
+                    raise RuntimeError(f"no answer from every camera:\n{logs}")
+                peer.spin_for(0.5)
+                latencies = sequential_latency(peer, publishers, poses, frame, args.frames, 1000)
+                sent, answered, per_second = throughput(
+                    peer, publishers, poses, frame, rate, args.seconds, 10_000
+                )
+                rss = sum(process.rss_mb() for process in processes)
+            finally:
+                peer.close()
+            for process in processes:
+                process.interrupt()
+            batches = f", {_network_calls(processes[0])} network calls" if len(nodes) == 1 else ""
+        rows.append(
+            (
+                f"3 cameras, {label}: image -> all three /poses",
+                f"p50 {percentile(latencies, 50):.1f} ms, p90 {percentile(latencies, 90):.1f} ms",
+            )
+        )
+        rows.append(
+            (
+                f"3 cameras, {label}: {rate:g} Hz per camera for {args.seconds:g} s",
+                f"{per_second:.1f} frames/s answered, all cameras ({answered}/{sent}{batches})",
+            )
+        )
+        rows.append((f"3 cameras, {label}: memory (RSS, all processes)", f"{rss:.0f} MB"))
     return rows
 
 
@@ -291,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     estimator = None  # free it: the node loads its own
 
     rows += measure_node(args, frame, pipeline_ms, random_weights)
+    rows += measure_cameras(args, frame, random_weights)
 
     print("| what | median |")
     print("|---|---|")

@@ -7,6 +7,12 @@
     ros2 launch pose_ros pose.launch.py preset:=cpu image:=/camera/color/image_raw \
         depth:=/camera/aligned_depth_to_color/image_raw
     ros2 launch pose_ros pose.launch.py managed:=true   # then: ros2 lifecycle set /pose_node ...
+    ros2 launch pose_ros pose.launch.py "cameras:=[front, left, right]"   # one node, one batch
+
+Several cameras (``cameras``): the node reads each camera's ``<camera>/image``, ``camera_info`` and
+``depth``, which this launch file connects to ``/<camera>/image_raw``, ``/<camera>/camera_info``
+and ``/<camera>/depth/image_raw`` (camera drivers launched in a namespace named after the camera),
+and publishes ``/<camera>/poses``... (under ``namespace`` when given).
 
 Outputs (without a namespace): /poses (pose_ros/PersonPoseArray), /poses/markers
 (visualization_msgs/MarkerArray), /poses/image (annotated sensor_msgs/Image).
@@ -26,6 +32,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
+from pose_ros.ros.camera_stream import camera_names, camera_names_problem
+
 #: preset name -> params file of config/ (used when params_file is not given)
 PRESETS = {"default": "pose.yaml", "cpu": "pose_cpu.yaml"}
 
@@ -42,6 +50,13 @@ ARGUMENTS = (
         "/depth/image_raw",
         "depth image registered to the camera image (16UC1 mm or 32FC1 m), e.g. "
         "/camera/aligned_depth_to_color/image_raw of a RealSense",
+    ),
+    (
+        "cameras",
+        "",
+        "several cameras in one node, e.g. [front, left, right] (or front,left,right): each reads "
+        "/<camera>/image_raw, /<camera>/camera_info, /<camera>/depth/image_raw and publishes "
+        "<camera>/poses...; the single-camera arguments image, camera_info, depth do not apply",
     ),
     ("params_file", "", "parameters YAML; empty: the installed params file of 'preset'"),
     (
@@ -115,6 +130,30 @@ def _nodes(context: LaunchContext, *args, **kwargs) -> list:
             overrides[name] = value(name)
     namespace = value("namespace").strip("/")
     image = value("image")
+    problem = camera_names_problem(value("cameras"))
+    if problem is not None:
+        raise LaunchArgumentError(problem)
+    cameras = camera_names(value("cameras"))
+    if cameras:
+        overrides["cameras"] = cameras
+        # Each camera's driver in a namespace named after it, with the usual topic names.
+        remappings = [
+            (f"{camera}/{topic}", f"/{camera}/{target}")
+            for camera in cameras
+            for topic, target in (
+                ("image", "image_raw"),
+                ("image/compressed", "image_raw/compressed"),
+                ("camera_info", "camera_info"),
+                ("depth", "depth/image_raw"),
+            )
+        ]
+    else:
+        remappings = [
+            ("image", image),
+            ("image/compressed", image.rstrip("/") + "/compressed"),
+            ("camera_info", value("camera_info")),
+            ("depth", value("depth")),
+        ]
     # Both executables are pose_node: the `managed` parameter makes it a lifecycle node, and
     # LifecycleNode lets launch event handlers follow its transitions.
     node_action = LifecycleNode if managed else Node
@@ -127,12 +166,7 @@ def _nodes(context: LaunchContext, *args, **kwargs) -> list:
             name="pose_node",
             namespace=namespace,
             parameters=[params_file, overrides],
-            remappings=[
-                ("image", image),
-                ("image/compressed", image.rstrip("/") + "/compressed"),
-                ("camera_info", value("camera_info")),
-                ("depth", value("depth")),
-            ],
+            remappings=remappings,
             output="screen",
             emulate_tty=True,
             on_exit=_on_node_exit,
@@ -141,6 +175,8 @@ def _nodes(context: LaunchContext, *args, **kwargs) -> list:
     if _flag(context, "rviz"):
         # config/pose.rviz names the topics of the default launch (/poses/...); follow a namespace.
         prefix = f"/{namespace}" if namespace else ""
+        if cameras:  # RViz shows the first camera's results (add displays for the others)
+            prefix += f"/{cameras[0]}"
         actions.append(
             Node(
                 package="rviz2",

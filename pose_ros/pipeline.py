@@ -255,6 +255,9 @@ class PoseEstimator:
         #: Which parts run on untrained weights ("pose network", "detector"); see describe().
         self.random_weight_parts: tuple[str, ...] = ()
         self.last_timings = StageTimings()
+        #: Calls of the pose network since construction: one per call that has boxes, however
+        #: many frames (cameras) and persons it holds (flip test included).
+        self.network_calls = 0
         self._dtype = torch.float16 if self.fp16 else torch.float32
         # Page-locked staging buffer of the uint8 frames on CUDA, grown when needed and reused
         # (an upload from pageable memory is a synchronous copy through a driver buffer).
@@ -551,6 +554,7 @@ class PoseEstimator:
         if self.flip_test:
             batch = torch.cat([batch, batch.flip(-1)])
         t1 = time.perf_counter()
+        self.network_calls += 1
         heatmaps = self.model(batch).float()
         if self.flip_test:
             heatmaps = (heatmaps[:count] + codec.flip_heatmaps_back(heatmaps[count:])) * 0.5

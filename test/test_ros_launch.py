@@ -433,6 +433,55 @@ def test_preset_chooses_the_installed_params_file(
 
 @needs_ros2
 @pytest.mark.ros
+def test_cameras_argument_gives_one_node_for_several_cameras(
+    tmp_path: Path,
+    peer: harness.Peer,
+    tiny_checkpoint: Path,
+    test_params_file: Path,
+    frame: np.ndarray,
+) -> None:
+    """cameras:=[front, left]: one node reading /<camera>/image_raw and /<camera>/camera_info,
+    publishing <namespace>/<camera>/poses; each camera's frame answered on its own topic."""
+    from sensor_msgs.msg import Image
+
+    from pose_ros.msg import PersonPoseArray
+    from pose_ros.ros.conversions import array_to_image_msg
+
+    namespace = "pose_launch_cameras"
+    with launched(
+        tmp_path / "launch.log",
+        "cameras:=[front, left]",
+        f"namespace:={namespace}",
+        f"params_file:={test_params_file}",
+        f"model:={tiny_checkpoint}",
+        "device:=cpu",
+    ) as launch:
+        _wait_for_node(peer, "pose_node", f"/{namespace}", launch)
+        subscribed = _topics(
+            peer.node.get_subscriber_names_and_types_by_node("pose_node", f"/{namespace}")
+        )
+        for camera in ("front", "left"):
+            assert subscribed.get(f"/{camera}/image_raw") == ["sensor_msgs/msg/Image"], subscribed
+            assert subscribed.get(f"/{camera}/camera_info") == ["sensor_msgs/msg/CameraInfo"]
+        assert not any(topic.endswith("/image") for topic in subscribed), subscribed
+        values = _parameters(peer, f"/{namespace}/pose_node", ["cameras"])
+        assert values == {"cameras": ["front", "left"]}
+        for stamp, camera in ((4401, "front"), (4402, "left")):
+            answers, _ = peer.collect(
+                PersonPoseArray, f"/{namespace}/{camera}/poses", harness.reliable()
+            )
+            publisher = peer.node.create_publisher(
+                Image, f"/{camera}/image_raw", harness.reliable(2)
+            )
+            header = harness.make_header(stamp, f"{camera}_optical_frame")
+            msg = array_to_image_msg(frame, "rgb8", header=header)
+            result = _answer(peer, launch, publisher, msg, answers, stamp)
+            assert result.header.frame_id == f"{camera}_optical_frame"
+        _assert_clean_finish(launch)
+
+
+@needs_ros2
+@pytest.mark.ros
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

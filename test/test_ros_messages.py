@@ -1,5 +1,5 @@
-"""Pipeline results → PersonPoseArray and RViz markers, the one-slot mailbox and the status line of
-the node: pure functions and small classes, tested without DDS."""
+"""Pipeline results → PersonPoseArray and RViz markers, the one-slot-per-camera mailbox and the
+status line of the node: pure functions and small classes, tested without DDS."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pose_ros.drawing import SIDE_COLORS_RGB
 from pose_ros.keypoints import SKELETON_EDGES, limb_side
 from pose_ros.pipeline import Person
 from pose_ros.ros.conversions import camera_from_info
-from pose_ros.ros.mailbox import LatestFrameMailbox
+from pose_ros.ros.mailbox import LatestFramesMailbox
 from pose_ros.ros.markers import build_marker_array, pixels_to_plane, track_color_rgb
 from pose_ros.ros.messages import persons_to_msg
 from pose_ros.ros.params import MarkerStyle
@@ -272,33 +272,99 @@ def test_markers_are_never_non_finite(camera: PinholeCamera) -> None:
 # --- mailbox ---
 
 
-def test_mailbox_keeps_only_the_newest_and_counts_the_rest() -> None:
-    box: LatestFrameMailbox[int] = LatestFrameMailbox()
-    assert box.put(1) is False
-    assert box.put(2) is True
-    assert box.put(3) is True
-    assert box.take(timeout=0) == 3
-    assert box.take(timeout=0.01) is None
+def test_mailbox_keeps_only_the_newest_per_camera_and_counts_the_rest() -> None:
+    box: LatestFramesMailbox[int, str] = LatestFramesMailbox()
+    assert box.put(0, "a1") is False
+    assert box.put(0, "a2") is True
+    assert box.put(1, "b1") is False  # another camera's frame replaces nothing
+    assert box.put(0, "a3") is True
+    assert box.take_all(timeout=0) == {0: "a3", 1: "b1"}
+    assert box.take_all(timeout=0.01) == {}
     assert box.dropped == 2
 
 
 def test_mailbox_wakes_a_waiting_worker() -> None:
-    box: LatestFrameMailbox[str] = LatestFrameMailbox()
-    got: list[str | None] = []
-    worker = threading.Thread(target=lambda: got.append(box.take(timeout=5)))
+    box: LatestFramesMailbox[int, str] = LatestFramesMailbox()
+    got: list[dict[int, str]] = []
+    worker = threading.Thread(target=lambda: got.append(box.take_all(timeout=5)))
     worker.start()
     time.sleep(0.05)
-    box.put("frame")
+    box.put(0, "frame")
     worker.join(2)
-    assert got == ["frame"]
-    closer = threading.Thread(target=lambda: got.append(box.take(timeout=5)))
+    assert got == [{0: "frame"}]
+    closer = threading.Thread(target=lambda: got.append(box.take_all(timeout=5)))
     closer.start()
     time.sleep(0.05)
     start = time.monotonic()
     box.close()
     closer.join(2)
-    assert got == ["frame", None] and time.monotonic() - start < 1
-    assert box.put("late") is False and box.take(timeout=0) is None
+    assert got == [{0: "frame"}, {}] and time.monotonic() - start < 1
+    assert box.put(0, "late") is False and box.take_all(timeout=0) == {}
+
+
+def test_mailbox_gathers_the_live_cameras_of_one_cycle() -> None:
+    """After the first frame of a cycle the worker waits (up to gather_sec) for the other live
+    cameras, and not for a camera that stopped."""
+    box: LatestFramesMailbox[int, str] = LatestFramesMailbox(live_sec=0.5)
+    for camera in (0, 1, 2):  # all three live
+        box.put(camera, "warm-up")
+    box.take_all(timeout=0)
+    got: list[dict[int, str]] = []
+    worker = threading.Thread(target=lambda: got.append(box.take_all(5, gather_sec=2.0)))
+    box.put(0, "front")
+    worker.start()
+    time.sleep(0.1)
+    box.put(1, "left")
+    time.sleep(0.1)
+    assert not got, "taken before the third live camera's frame"
+    start = time.monotonic()
+    box.put(2, "right")
+    worker.join(2)
+    assert got == [{0: "front", 1: "left", 2: "right"}]
+    assert time.monotonic() - start < 1, "waited on after every live camera had a frame"
+
+    # Cameras 1 and 2 stop: the next cycle waits for them once (they were in the last cycle),
+    # the one after does not.
+    time.sleep(0.6)
+    box.put(0, "alone")
+    start = time.monotonic()
+    assert box.take_all(5, gather_sec=0.3) == {0: "alone"}
+    assert 0.25 < time.monotonic() - start < 1
+    box.put(0, "alone again")
+    start = time.monotonic()
+    assert box.take_all(5, gather_sec=0.3) == {0: "alone again"}
+    assert time.monotonic() - start < 0.2, "waited for cameras that stopped"
+
+
+def test_mailbox_waits_for_the_cameras_of_the_last_cycle_however_slow_it_was() -> None:
+    """A slow device (cycles longer than live_sec) must not break the batching: the cameras of
+    the previous cycle are waited for."""
+    box: LatestFramesMailbox[int, str] = LatestFramesMailbox(live_sec=0.1)
+    box.put(0, "front")
+    box.put(1, "left")
+    assert box.take_all(timeout=0) == {0: "front", 1: "left"}
+    time.sleep(0.3)  # the cycle took longer than live_sec
+    got: list[dict[int, str]] = []
+    box.put(0, "front 2")
+    worker = threading.Thread(target=lambda: got.append(box.take_all(5, gather_sec=2.0)))
+    worker.start()
+    time.sleep(0.2)
+    box.put(1, "left 2")
+    worker.join(2)
+    assert got == [{0: "front 2", 1: "left 2"}]
+
+
+def test_mailbox_does_not_hold_frames_that_waited_already() -> None:
+    """A frame posted while the worker was busy has waited: the gather time counts from its
+    arrival, so a busy worker takes it at once even with a live camera missing."""
+    box: LatestFramesMailbox[int, str] = LatestFramesMailbox(live_sec=5.0)
+    box.put(1, "left")
+    box.take_all(timeout=0)
+    box.put(0, "front")
+    time.sleep(0.3)  # the worker was busy
+    start = time.monotonic()
+    assert box.take_all(5, gather_sec=0.2) == {0: "front"}
+    assert time.monotonic() - start < 0.1
 
 
 # --- status line ---

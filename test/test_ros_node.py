@@ -754,7 +754,8 @@ def test_parameter_changes_wait_for_the_frame_in_progress(tiny_checkpoint: Path,
             return result
 
         estimator.estimate_batch = instrumented
-        node._on_image(_frame("rgb8", picture, next(_stamps)))  # what the subscription does
+        # What the subscription does:
+        node._on_image(node._streams[0], _frame("rgb8", picture, next(_stamps)))
         assert inside.wait(30), "the worker never reached the estimator"
         node.set_parameters(
             [Parameter("keypoint_score_threshold", value=0.7), Parameter("max_persons", value=3)]

@@ -5,6 +5,8 @@
 * :mod:`pose_ros.ros.conversions`: sensor_msgs Image / CompressedImage ⇄ numpy, without cv_bridge.
 * :mod:`pose_ros.ros.messages`: pipeline results → ``pose_ros/PersonPoseArray``.
 * :mod:`pose_ros.ros.markers`: pipeline results → ``visualization_msgs/MarkerArray`` for RViz.
+* :mod:`pose_ros.ros.camera_stream`: what belongs to one camera of the node (``cameras``).
+* :mod:`pose_ros.ros.mailbox`: the newest frame of each camera, between callbacks and the worker.
 * :mod:`pose_ros.ros.node`: the node itself (subscriptions, the inference worker, publishing).
 
 Everything here imports rclpy or ROS messages; the library outside this package does not.

@@ -1,6 +1,7 @@
 """The node's health as ``diagnostic_msgs/DiagnosticStatus``, in the conventions of
-``diagnostic_updater``: one status per input named ``"<node name>: <input topic>"``, the compute
-device as ``hardware_id``, a level (OK / WARN / ERROR), a one-line message, and key/value pairs.
+``diagnostic_updater``: one status per input (per camera) named ``"<node name>: <input topic>"``,
+the compute device as ``hardware_id``, a level (OK / WARN / ERROR), a one-line message, and
+key/value pairs.
 
 The judgement (:func:`assess`) is separate from ROS messages so that the node's throttled log line
 and /diagnostics say the same thing: the node logs :func:`no_input_message` and publishes
@@ -68,6 +69,11 @@ class InputHealth:
     device: str
     detector: str
     random_weights: bool
+    #: the camera's name ("" for a node with one unnamed camera) and the node's camera count
+    camera: str = ""
+    cameras: int = 1
+    #: pose-network calls of the node since configure, all cameras together (None: no model)
+    network_calls: int | None = None
 
 
 def no_input_message(health: InputHealth, seconds: float | None = None) -> str | None:
@@ -156,7 +162,14 @@ def build_status(health: InputHealth, hardware_id: str) -> DiagnosticStatus:
         "device": health.device,
         "detector": health.detector,
         "random weights": str(health.random_weights).lower(),
+        "cameras in node": str(health.cameras),
+        # Node-wide: with several cameras, one call per cycle serves all of them.
+        "pose network calls (node)": "n/a"
+        if health.network_calls is None
+        else str(health.network_calls),
     }
+    if health.camera:
+        values = {"camera": health.camera, **values}
     return DiagnosticStatus(
         level=bytes([level]),
         name=f"{health.node_name}: {health.input_topic}",

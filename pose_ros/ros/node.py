@@ -1,6 +1,7 @@
 """``pose_node``: camera images in, ``pose_ros/PersonPoseArray`` and RViz markers out.
 
-Topics (relative names: remap or namespace them):
+Topics (relative names: remap or namespace them; with ``cameras:=[front, left]`` each camera has
+all of them under its own name: ``front/image``, ``front/poses``...):
 
 * subscribes ``image`` (sensor_msgs/Image), or ``image/compressed`` (sensor_msgs/CompressedImage)
   with ``input_type:=compressed``; ``camera_info`` (sensor_msgs/CameraInfo) for marker placement
@@ -19,9 +20,12 @@ model; ``cleanup`` frees the model and device memory; ``shutdown`` works from an
 ``ros2 run pose_ros pose_node`` works without a lifecycle manager.
 
 Threading, in the manner of image_pipeline: the subscription callback only posts the frame into a
-one-slot mailbox (:mod:`pose_ros.ros.mailbox`); a worker thread converts, runs the pipeline and
-publishes. A frame still waiting when a newer one arrives is dropped and counted, so latency stays
-one frame deep however slow the device. The executor thread stays free for parameters, camera_info,
+one-slot-per-camera mailbox (:mod:`pose_ros.ros.mailbox`); a worker thread converts, runs the
+pipeline and publishes. A frame still waiting when a newer one of its camera arrives is dropped and
+counted, so latency stays one frame deep however slow the device. With several cameras the worker
+takes the newest frame of every camera at once, runs the detector on each, and the pose network
+on the crops of all of them as one batch (one network call per cycle): one GPU serves the cameras
+of a robot without a model per camera. The executor thread stays free for parameters, camera_info,
 lifecycle services and the timers. Runtime parameter changes are queued by the executor thread and
 applied by the worker between frames, all of one request together: the estimator is never changed
 while a frame is inside it.
@@ -33,6 +37,7 @@ modules, the inference in :class:`pose_ros.pipeline.PoseEstimator`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import re
 import signal
@@ -62,8 +67,9 @@ from pose_ros.camera import CameraModelError, PinholeCamera
 from pose_ros.depth import DepthError, attach_positions
 from pose_ros.msg import PersonPoseArray
 from pose_ros.ros import conversions, diagnostics, markers, messages
+from pose_ros.ros.camera_stream import CameraStream, camera_names, total_counts
 from pose_ros.ros.depth_input import ColourDepthPairing
-from pose_ros.ros.mailbox import LatestFrameMailbox
+from pose_ros.ros.mailbox import LatestFramesMailbox
 from pose_ros.ros.params import (
     DEFAULTS,
     PARAMETERS,
@@ -92,7 +98,7 @@ except ImportError:  # older rclpy: name the policy by its number
 
 
 NODE_NAME = "pose_node"
-#: What the worker's mailbox holds: (colour message, arrival time, depth image or None).
+#: What the worker's mailbox holds per camera: (colour message, arrival time, depth image or None).
 _Frame = tuple[Any, float, Image | None]
 #: Bad frames of one kind are reported at most once per this many seconds.
 BAD_FRAME_LOG_PERIOD_S = 5.0
@@ -280,35 +286,32 @@ class PoseNode(LifecycleNode):
         self._estimator: Any = None
         self._random_weights = False
         self._min_image_side = 1
-        self._poses_pub: Any = None
-        self._markers_pub: Any = None
-        self._image_pub: Any = None
         self._startup_error: BaseException | None = None
         # What activate builds (None while inactive).
-        self._mailbox: LatestFrameMailbox[_Frame] | None = None
+        self._mailbox: LatestFramesMailbox[int, _Frame] | None = None
         self._worker: threading.Thread | None = None
-        self._image_sub: Any = None
-        self._camera_info_sub: Any = None
         self._status_timer: Any = None
         self._active_since: float | None = None
-        self._no_input_logged_at: float | None = None
         self._lifecycle_state = "unconfigured"
 
-        self._stats = NodeStats(time.monotonic())
-        self._camera: PinholeCamera | None = None
-        # use_depth: the colour + depth subscriptions, and frames that had to go without depth.
-        self._depth_pairing: ColourDepthPairing | None = None
-        self._depth_topic = self._resolve("depth")
-        self._frames_without_depth = 0
-        self._depth_logger = get_logger(self.get_logger().name)  # its own throttle
         self._bad_frame_loggers: dict[str, Any] = {}
         self._warned: set[str] = set()
         compressed = self._values["input_type"] == "compressed"
         self._input_msg_type = CompressedImage if compressed else Image
-        self._input_topic = self._resolve("image/compressed" if compressed else "image")
+        self._image_topic = "image/compressed" if compressed else "image"
         self._convert = (
             conversions.compressed_msg_to_array if compressed else conversions.image_msg_to_array
         )
+        # One stream per camera: cameras unset is one unnamed camera on the plain topic names.
+        names = camera_names(self._values["cameras"]) or [""]
+        now = time.monotonic()
+        self._streams = [
+            CameraStream(index, name, NodeStats(now)) for index, name in enumerate(names)
+        ]
+        for stream in self._streams:
+            stream.input_topic = self._resolve(stream.topic(self._image_topic))
+            stream.depth_topic = self._resolve(stream.topic("depth"))
+            stream.depth_logger = get_logger(self.get_logger().name)
 
         # /diagnostics in every lifecycle state: a supervisor sees an unconfigured node too.
         self._diagnostics_pub = self.create_publisher(
@@ -342,7 +345,7 @@ class PoseNode(LifecycleNode):
     # --- lifecycle transitions (executor thread) ---
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Load the model and the detector, create the publishers and the per-stream state."""
+        """Load the model and the detector, create the publishers and the per-camera state."""
         self._startup_error = None
         try:
             self._apply_pending()  # no worker runs: changes made while unconfigured count
@@ -366,12 +369,19 @@ class PoseNode(LifecycleNode):
             )
         # Lifecycle publishers: they exist from configure (so subscribers can match early) and
         # publish only while active.
-        self._poses_pub = self.create_lifecycle_publisher(PersonPoseArray, "poses", POSES_QOS)
-        self._markers_pub = self.create_lifecycle_publisher(
-            MarkerArray, "poses/markers", MARKERS_QOS
-        )
-        self._image_pub = self.create_lifecycle_publisher(Image, "poses/image", DEBUG_IMAGE_QOS)
-        self._build_stream_state()
+        for stream in self._streams:
+            stream.poses_pub = self.create_lifecycle_publisher(
+                PersonPoseArray, stream.topic("poses"), POSES_QOS
+            )
+            stream.markers_pub = self.create_lifecycle_publisher(
+                MarkerArray, stream.topic("poses/markers"), MARKERS_QOS
+            )
+            stream.image_pub = self.create_lifecycle_publisher(
+                Image, stream.topic("poses/image"), DEBUG_IMAGE_QOS
+            )
+            stream.camera = None
+            stream.tracker = PoseTracker()
+        self._configure_tracking(self._settings)
         self._lifecycle_state = "inactive"
         if self._managed:
             self.get_logger().info("configured: model loaded; activate to start processing")
@@ -383,7 +393,7 @@ class PoseNode(LifecycleNode):
         if result != TransitionCallbackReturn.SUCCESS:
             return result
         self._apply_pending()  # before the worker exists: nothing is inside the estimator
-        mailbox: LatestFrameMailbox[_Frame] = LatestFrameMailbox()
+        mailbox: LatestFramesMailbox[int, _Frame] = LatestFramesMailbox()
         self._mailbox = mailbox
         self._worker = threading.Thread(
             target=self._work, args=(mailbox,), name="pose_worker", daemon=True
@@ -391,59 +401,76 @@ class PoseNode(LifecycleNode):
         self._worker.start()
 
         values = self._values
-        image_topic = "image/compressed" if self._input_msg_type is CompressedImage else "image"
         image_qos = input_qos(values["qos.reliability"], values["qos.depth"])
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        if values["use_depth"]:
-            # Colour and depth paired by stamp (message_filters); the depth subscription uses the
-            # colour's QoS (drivers publish both alike).
-            self._depth_pairing = ColourDepthPairing(
-                self,
-                self._input_msg_type,
-                image_topic,
-                image_qos,
-                "depth",
-                image_qos,
-                self._settings.depth.slop_sec,
-                self._on_colour_and_depth,
-                event_callbacks=events,
-            )
-            self._image_sub = self._depth_pairing.colour_subscription
-            self._depth_topic = self._depth_pairing.depth_subscription.topic_name
-        else:
-            self._image_sub = self.create_subscription(
-                self._input_msg_type, image_topic, self._on_image, image_qos, event_callbacks=events
-            )
-        self._input_topic = self._image_sub.topic_name
-        if values["use_camera_info"]:
-            # Best effort matches every publisher; only the latest calibration matters.
-            self._camera_info_sub = self.create_subscription(
-                CameraInfo, "camera_info", self._on_camera_info, input_qos("best_effort", 1)
-            )
+        for stream in self._streams:
+            self._subscribe(stream, image_qos)
         self._status_timer = self.create_timer(values["log_period_sec"], self._log_status)
         self._active_since = time.monotonic()
-        self._no_input_logged_at = None
         self._lifecycle_state = "active"
         paired = ""
-        if self._depth_pairing is not None:
+        if values["use_depth"]:
+            depth_topics = ", ".join(stream.depth_topic for stream in self._streams)
             paired = (
-                f", paired with depth images on {self._depth_topic} (stamps within "
+                f", paired with depth images on {depth_topics} (stamps within "
                 f"{self._settings.depth.slop_sec:g} s)"
             )
+        batched = ""
+        if len(self._streams) > 1:
+            batched = f"; {len(self._streams)} cameras, their crops in one pose-network batch"
+        outputs = ", ".join(stream.poses_pub.topic_name for stream in self._streams)
         self.get_logger().info(
-            f"listening on {self._input_topic} "
+            f"listening on {', '.join(stream.input_topic for stream in self._streams)} "
             f"({self._input_msg_type.__name__}, {values['qos.reliability']}, "
-            f"depth {values['qos.depth']}){paired}; publishing {self._poses_pub.topic_name}"
+            f"depth {values['qos.depth']}){paired}; publishing {outputs}{batched}"
         )
         return TransitionCallbackReturn.SUCCESS
+
+    def _subscribe(self, stream: CameraStream, image_qos: QoSProfile) -> None:
+        """The subscriptions of one camera: image (paired with depth) and camera_info."""
+        events = SubscriptionEventCallbacks(
+            incompatible_qos=functools.partial(self._on_incompatible_qos, stream)
+        )
+        if self._values["use_depth"]:
+            # Colour and depth paired by stamp (message_filters); the depth subscription uses the
+            # colour's QoS (drivers publish both alike).
+            stream.depth_pairing = ColourDepthPairing(
+                self,
+                self._input_msg_type,
+                stream.topic(self._image_topic),
+                image_qos,
+                stream.topic("depth"),
+                image_qos,
+                self._settings.depth.slop_sec,
+                functools.partial(self._on_colour_and_depth, stream),
+                event_callbacks=events,
+            )
+            stream.image_sub = stream.depth_pairing.colour_subscription
+            stream.depth_topic = stream.depth_pairing.depth_subscription.topic_name
+        else:
+            stream.image_sub = self.create_subscription(
+                self._input_msg_type,
+                stream.topic(self._image_topic),
+                functools.partial(self._on_image, stream),
+                image_qos,
+                event_callbacks=events,
+            )
+        stream.input_topic = stream.image_sub.topic_name
+        stream.no_input_logged_at = None
+        if self._values["use_camera_info"]:
+            # Best effort matches every publisher; only the latest calibration matters.
+            stream.camera_info_sub = self.create_subscription(
+                CameraInfo,
+                stream.topic("camera_info"),
+                functools.partial(self._on_camera_info, stream),
+                input_qos("best_effort", 1),
+            )
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe and stop the worker (after the frame in progress); the model stays."""
         self._stop_processing()
         self._lifecycle_state = "inactive"
-        self.get_logger().info(
-            f"deactivated: no longer listening on {self._input_topic} (the model stays loaded)"
-        )
+        topics = ", ".join(stream.input_topic for stream in self._streams)
+        self.get_logger().info(f"deactivated: no longer listening on {topics} (the model stays)")
         return super().on_deactivate(state)  # disables the lifecycle publishers
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -471,13 +498,14 @@ class PoseNode(LifecycleNode):
 
     def _stop_processing(self) -> None:
         """Undo activate: no callbacks, no worker (waits for the frame in progress)."""
-        if self._depth_pairing is not None:
-            self._depth_pairing.close()  # its colour subscription is self._image_sub
-            self._depth_pairing = self._image_sub = None
-        for subscription in (self._image_sub, self._camera_info_sub):
-            if subscription is not None:
-                self.destroy_subscription(subscription)
-        self._image_sub = self._camera_info_sub = None
+        for stream in self._streams:
+            if stream.depth_pairing is not None:
+                stream.depth_pairing.close()  # its colour subscription is stream.image_sub
+                stream.depth_pairing = stream.image_sub = None
+            for subscription in (stream.image_sub, stream.camera_info_sub):
+                if subscription is not None:
+                    self.destroy_subscription(subscription)
+            stream.image_sub = stream.camera_info_sub = None
         if self._status_timer is not None:
             self.destroy_timer(self._status_timer)
             self._status_timer = None
@@ -489,12 +517,14 @@ class PoseNode(LifecycleNode):
         self._active_since = None
 
     def _unload(self) -> None:
-        """Undo configure: publishers, per-stream state, the model and its device memory."""
-        for publisher in (self._poses_pub, self._markers_pub, self._image_pub):
-            if publisher is not None:
-                self.destroy_lifecycle_publisher(publisher)
-        self._poses_pub = self._markers_pub = self._image_pub = None
-        self._release_stream_state()
+        """Undo configure: publishers, per-camera state, the model and its device memory."""
+        for stream in self._streams:
+            for publisher in (stream.poses_pub, stream.markers_pub, stream.image_pub):
+                if publisher is not None:
+                    self.destroy_lifecycle_publisher(publisher)
+            stream.poses_pub = stream.markers_pub = stream.image_pub = None
+            stream.camera = None
+            stream.tracker = None
         device = getattr(self._estimator, "device", None)
         self._estimator = None
         self._random_weights = False
@@ -504,27 +534,19 @@ class PoseNode(LifecycleNode):
 
             torch.cuda.empty_cache()  # hand the cached blocks back to the driver
 
-    def _build_stream_state(self) -> None:
-        """Per-stream state, built in configure (per camera: calibration; trackers and depth
-        state belong here too)."""
-        self._camera = None
-        self._tracker = PoseTracker()
-        self._configure_tracking(self._settings)
-
     def _configure_tracking(self, settings: RuntimeSettings) -> None:
-        """Tracker settings, and the detector's threshold: with tracking on, the detector keeps
-        boxes down to the low floor of ByteTrack's second stage (the tracker's select_detections
-        drops what is neither high-scoring nor near a track)."""
-        tracker = getattr(self, "_tracker", None)
-        if tracker is None:
-            return
-        tracker.configure(
-            tracking=settings.tracking,
-            smoothing=settings.smoothing,
-            detector_interval=settings.detector_interval,
-            reuse_score_threshold=settings.reuse_score_threshold,
-            keypoint_threshold=settings.keypoint_score_threshold,
-        )
+        """Tracker settings of every camera, and the detector's threshold: with tracking on, the
+        detector keeps boxes down to the low floor of ByteTrack's second stage (the tracker's
+        select_detections drops what is neither high-scoring nor near a track)."""
+        for stream in self._streams:
+            if stream.tracker is not None:
+                stream.tracker.configure(
+                    tracking=settings.tracking,
+                    smoothing=settings.smoothing,
+                    detector_interval=settings.detector_interval,
+                    reuse_score_threshold=settings.reuse_score_threshold,
+                    keypoint_threshold=settings.keypoint_score_threshold,
+                )
         detector = getattr(self._estimator, "detector", None)
         if detector is not None and hasattr(detector, "detection_filter"):
             threshold = settings.detector_score_threshold
@@ -534,39 +556,41 @@ class PoseNode(LifecycleNode):
                 detector.detection_filter, score_threshold=threshold
             )
 
-    def _release_stream_state(self) -> None:
-        self._camera = None
-        self._tracker = None
-
     # --- executor thread: short callbacks only ---
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, stream: CameraStream, msg: Image | CompressedImage) -> None:
         mailbox = self._mailbox
         if mailbox is None:
             return  # deactivated while this callback was queued
-        dropped = mailbox.put((msg, time.monotonic(), None))
-        self._stats.frame_received(dropped)
+        dropped = mailbox.put(stream.index, (msg, time.monotonic(), None))
+        stream.stats.frame_received(dropped)
 
     def _on_colour_and_depth(
-        self, msg: Image | CompressedImage, depth: Image | None, why: str | None, arrived: float
+        self,
+        stream: CameraStream,
+        msg: Image | CompressedImage,
+        depth: Image | None,
+        why: str | None,
+        arrived: float,
     ) -> None:
         """use_depth: a colour frame with its depth image, or without one and why (see
-        pose_ros.ros.depth_input); a pair replaces the waiting pair in the mailbox."""
+        pose_ros.ros.depth_input); a pair replaces the camera's waiting pair in the mailbox."""
         mailbox = self._mailbox
         if mailbox is None:
             return
         if why is not None:
-            self._frames_without_depth += 1
-            count = self._frames_without_depth
-            self._depth_logger.warning(
-                f"frame processed without depth ({count} frame{'s' if count > 1 else ''} so "
-                f"far): {why} (reported at most every {BAD_FRAME_LOG_PERIOD_S:g} s)",
+            stream.frames_without_depth += 1
+            count = stream.frames_without_depth
+            stream.depth_logger.warning(
+                f"{stream.label}frame processed without depth ({count} "
+                f"frame{'s' if count > 1 else ''} so far): {why} (reported at most every "
+                f"{BAD_FRAME_LOG_PERIOD_S:g} s)",
                 throttle_duration_sec=BAD_FRAME_LOG_PERIOD_S,
             )
-        dropped = mailbox.put((msg, arrived, depth))
-        self._stats.frame_received(dropped)
+        dropped = mailbox.put(stream.index, (msg, arrived, depth))
+        stream.stats.frame_received(dropped)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
+    def _on_camera_info(self, stream: CameraStream, msg: CameraInfo) -> None:
         try:
             camera: PinholeCamera | None = conversions.camera_from_info(msg)
         except CameraModelError as error:
@@ -576,35 +600,36 @@ class PoseNode(LifecycleNode):
             )
             if error.uncalibrated:
                 self._warn_once(
-                    "uncalibrated", f"camera_info has no calibration (K is all zero): {consequence}"
+                    f"uncalibrated:{stream.name}",
+                    f"{stream.label}camera_info has no calibration (K is all zero): {consequence}",
                 )
             else:
                 # Once per kind of problem (the value named first): a driver repeats it at its rate.
                 self._warn_once(
-                    f"camera_info_refused:{str(error).split()[0]}",
-                    f"camera_info refused: {error}; {consequence}",
+                    f"camera_info_refused:{stream.name}:{str(error).split()[0]}",
+                    f"{stream.label}camera_info refused: {error}; {consequence}",
                 )
-        if camera is not None and self._camera is None:
+        if camera is not None and stream.camera is None:
             self.get_logger().info(
-                f"camera_info received: markers placed through K (fx {camera.fx:.1f}, "
-                f"fy {camera.fy:.1f}, cx {camera.cx:.1f}, cy {camera.cy:.1f})"
+                f"{stream.label}camera_info received: markers placed through K (fx "
+                f"{camera.fx:.1f}, fy {camera.fy:.1f}, cx {camera.cx:.1f}, cy {camera.cy:.1f})"
             )
-        self._camera = camera
+        stream.camera = camera
 
-    def _on_incompatible_qos(self, event: Any) -> None:
+    def _on_incompatible_qos(self, stream: CameraStream, event: Any) -> None:
         policy = qos_policy_name_from_kind(event.last_policy_kind)
         hint = ""
         if policy == "RELIABILITY" and self._values["qos.reliability"] == "reliable":
             hint = " The publisher is best effort: set qos.reliability:=best_effort."
         self._warn_once(
-            "incompatible_qos",
-            f"a publisher on {self._input_topic} offers QoS incompatible with this "
+            f"incompatible_qos:{stream.name}",
+            f"a publisher on {stream.input_topic} offers QoS incompatible with this "
             f"subscription (policy {policy}); no frames will arrive from it.{hint}",
         )
 
-    def _health(self, now: float) -> diagnostics.InputHealth:
-        """A snapshot of the input's health (for /diagnostics and the no-input warning)."""
-        recent = self._stats.recent(now, diagnostics.DIAGNOSTICS_WINDOW_S)
+    def _health(self, stream: CameraStream, now: float) -> diagnostics.InputHealth:
+        """A snapshot of one camera's health (for /diagnostics and the no-input warning)."""
+        recent = stream.stats.recent(now, diagnostics.DIAGNOSTICS_WINDOW_S)
         waited = None
         if self._active_since is not None:
             last = recent.last_received
@@ -616,18 +641,21 @@ class PoseNode(LifecycleNode):
             detector_name = type(detector).__name__
         return diagnostics.InputHealth(
             node_name=self.get_name(),
-            input_topic=self._input_topic,
+            input_topic=stream.input_topic,
             input_type=self._values["input_type"],
             lifecycle_state=self._lifecycle_state,
             recent=recent,
-            totals=self._stats.totals,
+            totals=stream.stats.totals,
             seconds_without_input=waited,
             no_input_warning_sec=float(self._values["no_input_warning_sec"]),
-            publishers=self.count_publishers(self._input_topic),
+            publishers=self.count_publishers(stream.input_topic),
             model=str(self._values["model"]),
             device=str(getattr(estimator, "device", self._values["device"])),
             detector=detector_name,
             random_weights=self._random_weights,
+            camera=stream.name,
+            cameras=len(self._streams),
+            network_calls=getattr(estimator, "network_calls", None),
         )
 
     def _on_health_timer(self) -> None:
@@ -641,31 +669,32 @@ class PoseNode(LifecycleNode):
 
     def _report_health(self) -> None:
         now = time.monotonic()
-        health = self._health(now)
+        healths = [(stream, self._health(stream, now)) for stream in self._streams]
         header = Header(stamp=self.get_clock().now().to_msg())
         self._diagnostics_pub.publish(
             diagnostics.diagnostic_array(
-                [diagnostics.build_status(health, hardware_id=health.device)], header
+                [diagnostics.build_status(h, hardware_id=h.device) for _, h in healths], header
             )
         )
-        first = self._no_input_logged_at is None
-        message = diagnostics.no_input_message(
-            health, seconds=self._values["no_input_warning_sec"] if first else None
-        )
-        if message is not None:
-            if first or now - self._no_input_logged_at >= NO_INPUT_LOG_PERIOD_S:
-                self._no_input_logged_at = now
-                self.get_logger().warning(message)
-        elif not first and health.seconds_without_input is not None:
-            self._no_input_logged_at = None
-            self.get_logger().info(f"frames arriving again on {self._input_topic}")
+        for stream, health in healths:
+            first = stream.no_input_logged_at is None
+            message = diagnostics.no_input_message(
+                health, seconds=self._values["no_input_warning_sec"] if first else None
+            )
+            if message is not None:
+                if first or now - stream.no_input_logged_at >= NO_INPUT_LOG_PERIOD_S:
+                    stream.no_input_logged_at = now
+                    self.get_logger().warning(message)
+            elif not first and health.seconds_without_input is not None:
+                stream.no_input_logged_at = None
+                self.get_logger().info(f"frames arriving again on {stream.input_topic}")
 
     def _log_status(self) -> None:
-        line = format_status(
-            self._stats.take_window(time.monotonic()), random_weights=self._random_weights
-        )
-        if line is not None:
-            self.get_logger().info(line)
+        now = time.monotonic()
+        for stream in self._streams:
+            line = format_status(stream.stats.take_window(now), random_weights=self._random_weights)
+            if line is not None:
+                self.get_logger().info(f"{stream.label}{line}")
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         problems = [
@@ -727,95 +756,161 @@ class PoseNode(LifecycleNode):
 
     # --- worker thread ---
 
-    def _work(self, mailbox: LatestFrameMailbox[_Frame]) -> None:
+    def _work(self, mailbox: LatestFramesMailbox[int, _Frame]) -> None:
         while True:
-            item = mailbox.take(timeout=0.5)
+            items = mailbox.take_all(timeout=0.5, gather_sec=self._settings.batch_wait_sec)
             if mailbox.closed:
                 return
-            self._apply_pending()  # between frames: nothing is inside the estimator now
-            if item is None:
+            self._apply_pending()  # between cycles: nothing is inside the estimator now
+            if not items:
                 continue
-            msg, received_at, depth_msg = item
             try:
-                self._process(msg, received_at, depth_msg)
-            except Exception as error:  # a failing frame must never stop the worker
+                self._process_cycle(
+                    [(self._streams[index], *items[index]) for index in sorted(items)]
+                )
+            except Exception as error:  # a failing cycle must never stop the worker
                 if mailbox.closed or not rclpy.ok(context=self.context):
                     return  # shutting down: publishers are gone
-                self._stats.frame_failed()
+                for index in items:
+                    self._streams[index].stats.frame_failed()
                 self._report_bad_frame(
                     "inference", f"processing a frame failed: {type(error).__name__}: {error}"
                 )
 
-    def _process(
-        self, msg: Image | CompressedImage, received_at: float, depth_msg: Image | None = None
-    ) -> None:
-        """One frame, in order: convert -> boxes (detector) -> keypoints (one network batch) ->
-        publish poses, markers, annotated image (each with the image's header)."""
+    def _process_cycle(self, frames: list[tuple[CameraStream, Any, float, Image | None]]) -> None:
+        """The newest frame of each camera that has one, in order: per frame convert -> boxes
+        (detector, or the tracks' boxes); then keypoints for the boxes of all frames in one
+        network batch; then per frame depth, tracking, and its outputs (each with its image's
+        header). A frame that fails in its own steps costs only that frame."""
+        from pose_ros.pipeline import FrameBoxes
+
         settings = self._settings
-        topic = self._input_topic
+        prepared: list[_PreparedFrame] = []
+        for stream, msg, received_at, depth_msg in frames:
+            try:
+                frame = self._prepare(stream, msg, received_at, depth_msg, settings)
+            except Exception as error:
+                stream.stats.frame_failed()
+                self._report_bad_frame(
+                    "inference",
+                    f"{stream.label}processing a frame failed: {type(error).__name__}: {error}",
+                )
+                continue
+            if frame is not None:
+                prepared.append(frame)
+        if not prepared:
+            return
+        started = time.perf_counter()
+        try:
+            results = self._estimator.estimate_batch(
+                [
+                    FrameBoxes(f.image.pixels, f.boxes, f.box_scores, f.image.color_order)
+                    for f in prepared
+                ]
+            )
+        except Exception as error:  # the batch failed: every frame in it did
+            for frame in prepared:
+                frame.stream.stats.frame_failed()
+            self._report_bad_frame(
+                "inference", f"processing a frame failed: {type(error).__name__}: {error}"
+            )
+            return
+        batch_ms = (time.perf_counter() - started) * 1e3
+        for frame, persons in zip(prepared, results, strict=True):
+            try:
+                self._finish(frame, persons, batch_ms, settings)
+            except Exception as error:
+                frame.stream.stats.frame_failed()
+                self._report_bad_frame(
+                    "inference",
+                    f"{frame.stream.label}processing a frame failed: "
+                    f"{type(error).__name__}: {error}",
+                )
+
+    def _prepare(
+        self,
+        stream: CameraStream,
+        msg: Image | CompressedImage,
+        received_at: float,
+        depth_msg: Image | None,
+        settings: RuntimeSettings,
+    ) -> _PreparedFrame | None:
+        """Convert one frame and find its boxes; None for a bad frame (counted and reported)."""
+        topic = stream.input_topic
         try:
             image = self._convert(msg, max_pixels=settings.max_image_pixels)
         except conversions.ImageConversionError as error:
-            self._stats.frame_bad()
+            stream.stats.frame_bad()
             self._report_bad_frame(error.kind, f"bad frame on {topic}: {error}")
-            return
+            return None
         if min(image.width, image.height) < self._min_image_side:
             # Bad input, not a failure of the pipeline: refused here, reported once as such.
-            self._stats.frame_bad()
+            stream.stats.frame_bad()
             side = self._min_image_side
             self._report_bad_frame(
                 "too_small",
                 f"bad frame on {topic}: {image.width}x{image.height} is smaller than the "
                 f"{side}x{side} pixels the pose network needs",
             )
-            return
+            return None
         if not msg.header.frame_id:
             self._warn_once(
-                "empty_frame_id",
-                "input images have an empty header.frame_id: poses keep it, but RViz cannot place "
-                "the markers (set the camera driver's frame_id)",
+                f"empty_frame_id:{stream.name}",
+                f"input images on {topic} have an empty header.frame_id: poses keep it, but RViz "
+                "cannot place the markers (set the camera driver's frame_id)",
             )
-
-        from pose_ros.pipeline import FrameBoxes
-
-        estimator = self._estimator
         started = time.perf_counter()
-        tracker = self._tracker
+        tracker = stream.tracker
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         plan = tracker.begin_frame(stamp, (image.height, image.width))
         if plan.reset_reason is not None:
-            self.get_logger().warning(f"tracking: {plan.reset_reason}")
+            self.get_logger().warning(f"{stream.label}tracking: {plan.reset_reason}")
         if plan.detect:
             boxes, box_scores = tracker.select_detections(
-                plan, *estimator.detect(image.pixels, color_order=image.color_order)
+                plan, *self._estimator.detect(image.pixels, color_order=image.color_order)
             )
         else:  # detector.interval > 1: the tracks' boxes carried over, only the pose network runs
             boxes, box_scores = plan.boxes, plan.box_scores
-        (persons,) = estimator.estimate_batch(
-            [FrameBoxes(image.pixels, boxes, box_scores, image.color_order)]
+        detect_ms = (time.perf_counter() - started) * 1e3
+        return _PreparedFrame(
+            stream, msg, received_at, depth_msg, image, boxes, box_scores, detect_ms
         )
-        if depth_msg is not None:
-            persons = self._attach_depth(persons, depth_msg, image, settings)
-        persons = tracker.end_frame(persons)
-        pipeline_ms = (time.perf_counter() - started) * 1e3
-        self._poses_pub.publish(
+
+    def _finish(
+        self,
+        frame: _PreparedFrame,
+        persons: list[Any],
+        batch_ms: float,
+        settings: RuntimeSettings,
+    ) -> None:
+        """Depth, tracking and the outputs of one frame (each with the image's header)."""
+        stream, msg, image = frame.stream, frame.msg, frame.image
+        started = time.perf_counter()
+        if frame.depth_msg is not None:
+            persons = self._attach_depth(stream, persons, frame.depth_msg, image, settings)
+        persons = stream.tracker.end_frame(persons)
+        # The frame's own steps and the batch it shared (with several cameras, the batch served
+        # all of them).
+        pipeline_ms = frame.detect_ms + batch_ms + (time.perf_counter() - started) * 1e3
+        stream.poses_pub.publish(
             messages.persons_to_msg(persons, msg.header, image.width, image.height)
         )
-        latency_ms = (time.monotonic() - received_at) * 1e3
+        latency_ms = (time.monotonic() - frame.received_at) * 1e3
 
         # Visual outputs only for someone watching: they cost more than the message itself.
-        if self._markers_pub.get_subscription_count() > 0:
-            self._markers_pub.publish(
+        if stream.markers_pub.get_subscription_count() > 0:
+            stream.markers_pub.publish(
                 markers.build_marker_array(
-                    persons, msg.header, image.width, image.height, settings.markers, self._camera
+                    persons, msg.header, image.width, image.height, settings.markers, stream.camera
                 )
             )
-        if settings.debug_image_enabled and self._image_pub.get_subscription_count() > 0:
-            self._publish_debug_image(msg, image, persons, settings)
-        self._stats.frame_processed(latency_ms, pipeline_ms, len(persons))
+        if settings.debug_image_enabled and stream.image_pub.get_subscription_count() > 0:
+            self._publish_debug_image(stream, msg, image, persons, settings)
+        stream.stats.frame_processed(latency_ms, pipeline_ms, len(persons))
 
     def _attach_depth(
         self,
+        stream: CameraStream,
         persons: list[Any],
         depth_msg: Image,
         image: conversions.ConvertedImage,
@@ -823,11 +918,11 @@ class PoseNode(LifecycleNode):
     ) -> list[Any]:
         """The persons with 3D positions from the frame's depth image; unchanged (no positions)
         when that cannot be done, with the reason logged (rate-limited)."""
-        camera = self._camera
+        camera = stream.camera
         if camera is None:
             self._warn_once(
-                "depth_without_camera_info",
-                f"depth images arrive on {self._depth_topic} but no camera_info with a usable K "
+                f"depth_without_camera_info:{stream.name}",
+                f"depth images arrive on {stream.depth_topic} but no camera_info with a usable K "
                 "has been received: keypoints get no 3D position until one arrives",
             )
             return persons
@@ -841,13 +936,14 @@ class PoseNode(LifecycleNode):
         except (conversions.ImageConversionError, DepthError) as error:
             self._report_bad_frame(
                 f"depth_{error.kind}",
-                f"bad depth frame on {self._depth_topic}: {error}; frame processed without "
+                f"bad depth frame on {stream.depth_topic}: {error}; frame processed without "
                 "positions",
             )
             return persons
 
     def _publish_debug_image(
         self,
+        stream: CameraStream,
         msg: Image | CompressedImage,
         image: conversions.ConvertedImage,
         persons: list[Any],
@@ -862,8 +958,10 @@ class PoseNode(LifecycleNode):
             color_order=image.color_order,
         )
         encoding = "rgb8" if image.color_order == "RGB" else "bgr8"
-        self._image_pub.publish(conversions.array_to_image_msg(canvas, encoding, header=msg.header))
-        self._stats.image_annotated()
+        stream.image_pub.publish(
+            conversions.array_to_image_msg(canvas, encoding, header=msg.header)
+        )
+        stream.stats.image_annotated()
 
     # --- helpers ---
 
@@ -898,11 +996,30 @@ class PoseNode(LifecycleNode):
             self._mailbox.close()
         if self._worker is not None and self._worker.is_alive():
             self._worker.join(WORKER_JOIN_TIMEOUT_S)
-        t = self._stats.totals
-        return (
+        t = total_counts(self._streams)
+        summary = (
             f"stopped: {t.received} frames received, {t.processed} processed, {t.dropped} dropped, "
             f"{t.bad} bad, {t.failed} failed"
         )
+        if len(self._streams) > 1:
+            calls = getattr(self._estimator, "network_calls", None)
+            if calls is not None:
+                summary += f" ({len(self._streams)} cameras, {calls} pose-network batches)"
+        return summary
+
+
+@dataclasses.dataclass
+class _PreparedFrame:
+    """One camera's frame between its own steps and the shared network batch."""
+
+    stream: CameraStream
+    msg: Any
+    received_at: float
+    depth_msg: Image | None
+    image: conversions.ConvertedImage
+    boxes: Any  # (N, 4) x, y, w, h
+    box_scores: Any  # (N,)
+    detect_ms: float
 
 
 def _install_stop_handlers(stop: threading.Event) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from pose_ros.depth import DepthConfig
+from pose_ros.ros.camera_stream import camera_names_problem
 from pose_ros.tracking import DEFAULT_REUSE_SCORE_THRESHOLD, SmoothingConfig, TrackingConfig
 
 ParamValue = bool | int | float | str
@@ -232,6 +233,28 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         choices=("quarter", "dark"),
     ),
     # --- input (read-only: they decide the subscriptions) ---
+    ParamSpec(
+        "cameras",
+        "",
+        "Several cameras in one node: their names, a list (cameras:=[front, left, right]) or a "
+        "string ('front, left, right'). Each camera has its topics under its name (front/image, "
+        "front/camera_info, front/depth in; front/poses, front/poses/markers, front/poses/image "
+        "out), its own tracker and status, and the crops of all cameras go through the pose "
+        "network as one batch. Empty: one camera on image, camera_info, depth, poses...",
+        read_only=True,
+        # A string or a string array: ROS has no empty-array default, and an unset array
+        # parameter breaks `ros2 param dump`.
+        dynamic_typing=True,
+        check_value=camera_names_problem,
+    ),
+    ParamSpec(
+        "batch_wait_sec",
+        0.02,
+        "Several cameras: after the first frame of a cycle, wait up to this long for the frames "
+        "of the other cameras (those that sent one in the last second) so that they share one "
+        "pose-network batch; 0: take what is there. Frames that waited already are not held.",
+        float_range=(0.0, 1.0),
+    ),
     ParamSpec(
         "input_type",
         "raw",
@@ -515,6 +538,7 @@ class RuntimeSettings:
     smoothing: SmoothingConfig = _SMOOTHING
     detector_interval: int = 1
     reuse_score_threshold: float = DEFAULT_REUSE_SCORE_THRESHOLD
+    batch_wait_sec: float = float(DEFAULTS["batch_wait_sec"])
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> RuntimeSettings:
@@ -564,6 +588,7 @@ class RuntimeSettings:
             ),
             detector_interval=int(get("detector.interval")),
             reuse_score_threshold=float(get("detector.reuse_score_threshold")),
+            batch_wait_sec=float(get("batch_wait_sec")),
         )
 
 
