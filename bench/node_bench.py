@@ -3,7 +3,12 @@
 process for comparison, and what the node adds per frame (conversion, messages, markers, the
 annotated image). Then three cameras: one node with ``cameras:=[cam0, cam1, cam2]`` (one
 pose-network batch per cycle) against what a user would otherwise run, three single-camera nodes
-(three processes, three models), fed the same synchronised streams side by side.
+(three processes, three models), fed the same synchronised streams side by side, and the one node
+again on Fast DDS's default transports.
+
+Every process runs with config/fastdds_large_images.xml (loopback-only here) unless
+``--dds default``: on Fast DDS's defaults a raw 640x480 frame travels as UDP fragments, and the
+repair of a lost fragment waits for a heartbeat (README, "Several cameras").
 Medians; CPU contention from other processes shows up directly in the figures.
 
     python -m bench.node_bench                  # through scripts/ros-env (make bench)
@@ -13,12 +18,13 @@ Medians; CPU contention from other processes shows up directly in the figures.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,7 @@ from pose_ros.ros.conversions import (
 from pose_ros.ros.harness import (
     NodeProcess,
     Peer,
+    loopback_large_images_profile,
     make_header,
     reliable,
     running_pose_node,
@@ -273,6 +280,25 @@ def measure_node(
 
 
 CAMERAS = ("cam0", "cam1", "cam2")
+DDS_PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
+
+
+@contextmanager
+def dds_profile(path: Path | None) -> Iterator[None]:
+    """Fast DDS profile of the processes started (and the Peer created) inside: ``path``, or
+    Fast DDS's defaults for None."""
+    saved = os.environ.get(DDS_PROFILE_VARIABLE)
+    if path is None:
+        os.environ.pop(DDS_PROFILE_VARIABLE, None)
+    else:
+        os.environ[DDS_PROFILE_VARIABLE] = str(path)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(DDS_PROFILE_VARIABLE, None)
+        else:
+            os.environ[DDS_PROFILE_VARIABLE] = saved
 
 
 def _node_parameters(args: argparse.Namespace, random_weights: bool) -> dict[str, Any]:
@@ -296,20 +322,28 @@ def _network_calls(node: NodeProcess) -> str:
 def measure_cameras(
     args: argparse.Namespace, frame: np.ndarray, random_weights: bool
 ) -> list[tuple[str, str]]:
-    """Three synchronised cameras: one node with ``cameras`` against three single-camera nodes.
-    Each setup gets the same sequential-latency run and the same throughput run."""
+    """Three synchronised cameras: one node with ``cameras`` against three single-camera nodes,
+    and the one node on Fast DDS's default transports. Each setup gets the same
+    sequential-latency run and the same throughput run."""
     rows: list[tuple[str, str]] = []
     rate = args.rate
+    one_node = [(f"{NAMESPACE}_multi", {"cameras": f"[{','.join(CAMERAS)}]"})]
+    profile = os.environ.get(DDS_PROFILE_VARIABLE)
     setups = {
-        "one node, cameras:=[cam0, cam1, cam2]": [
-            (f"{NAMESPACE}_multi", {"cameras": f"[{','.join(CAMERAS)}]"})
-        ],
-        "three single-camera nodes (the alternative)": [
-            (f"{NAMESPACE}_{camera}", {}) for camera in CAMERAS
-        ],
+        "one node, cameras:=[cam0, cam1, cam2]": (one_node, profile),
+        "three single-camera nodes (the alternative)": (
+            [(f"{NAMESPACE}_{camera}", {}) for camera in CAMERAS],
+            profile,
+        ),
     }
-    for label, nodes in setups.items():
-        with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+    if profile is not None:
+        setups["one node, Fast DDS default transports"] = (one_node, None)
+    for label, (nodes, dds) in setups.items():
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            ExitStack() as stack,
+            dds_profile(Path(dds) if dds else None),
+        ):
             processes = [
                 stack.enter_context(
                     running_pose_node(
@@ -386,7 +420,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="input rate of the throughput run")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the throughput run")
     parser.add_argument("--quick", action="store_true", help="ResNet-18, 10 frames, 4 s")
+    parser.add_argument(
+        "--dds",
+        choices=("large-images", "default"),
+        default="large-images",
+        help="Fast DDS transports of every process: config/fastdds_large_images.xml (loopback "
+        "only) or Fast DDS's defaults",
+    )
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        if args.dds == "large-images":
+            stack.enter_context(dds_profile(loopback_large_images_profile(Path(tmp))))
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.quick:
         args.model = (
             "random:simplebaseline_res18" if args.model.startswith("random:") else args.model
@@ -402,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         f"## pose_ros node benchmark — torch {torch.__version__}, device {estimator.device} "
         f"({torch.get_num_threads()} CPU threads), {WIDTH}x{HEIGHT} rgb8 frames, "
         f"model {args.model} ({estimator.describe().split(' on ')[0]}), detector full_image "
-        "(1 person)\n",
+        f"(1 person), DDS: {args.dds}\n",
         flush=True,
     )
     rows: list[tuple[str, str]] = []

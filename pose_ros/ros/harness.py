@@ -51,6 +51,26 @@ def installed_params_file() -> Path:
     return install_prefix() / "share" / PACKAGE / "config" / "pose.yaml"
 
 
+#: Fast DDS profile for large raw images (config/fastdds_large_images.xml, README "Several
+#: cameras"): its UDP transport binds every interface, as a user's node should.
+LARGE_IMAGES_DDS_PROFILE = "fastdds_large_images.xml"
+
+
+def loopback_large_images_profile(directory: Path) -> Path:
+    """The installed large-image Fast DDS profile, with its UDP transport restricted to loopback
+    (the benchmarks' processes must not leave the machine), written into ``directory``. Set it as
+    ``FASTRTPS_DEFAULT_PROFILES_FILE`` for every process of a run."""
+    source = install_prefix() / "share" / PACKAGE / "config" / LARGE_IMAGES_DDS_PROFILE
+    text = source.read_text()
+    marker = "<!-- interfaces -->"
+    if marker not in text:
+        raise ValueError(f"{source}: no {marker!r} line to restrict the UDP transport at")
+    loopback = "<interfaceWhiteList><address>127.0.0.1</address></interfaceWhiteList>"
+    path = Path(directory) / LARGE_IMAGES_DDS_PROFILE
+    path.write_text(text.replace(marker, loopback))
+    return path
+
+
 def node_command(
     namespace: str, parameters: Mapping[str, Any], *, params_file: Path | None = None
 ) -> list[str]:
