@@ -105,10 +105,53 @@ def interleaved_ms(
     return {key: statistics.median(values) for key, values in times.items()}
 
 
+def count_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass of ``x`` through the convolutions, transposed
+    convolutions and linear layers (what the FLOP count of a pose network means)."""
+    total = 0
+
+    def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output.numel() * (module.in_channels // module.groups) * kh * kw
+        elif isinstance(module, torch.nn.ConvTranspose2d):
+            kh, kw = module.kernel_size
+            total += inputs[0].numel() * (module.out_channels // module.groups) * kh * kw
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total // x.shape[0]
+
+
+def sgemm_gmacs(size: int = 1024, repeats: int = 5) -> float:
+    """The machine's practical fp32 limit: GMAC/s of a large matrix product in PyTorch (MKL or
+    OpenBLAS), all CPU threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    ms = median_ms(lambda: torch.mm(a, b), repeats, warmup=2)
+    return size**3 / (ms * 1e-3) / 1e9
+
+
 def bench_crops(args: argparse.Namespace, device: torch.device, cache: str) -> list[str]:
     rows = []
     sync = device.type == "cuda"
+    limit = sgemm_gmacs() if device.type == "cpu" else None
+    if limit is not None:
+        print(
+            f"| {device} | fp32 matrix product 1024³ (the FLOP limit) | torch | - | - | "
+            f"{limit:.0f} GMAC/s |",
+            flush=True,
+        )
     for name in args.networks:
+        best_ms: float | None = None
         estimators = {
             engine: PoseEstimator(network, device=device)  # fp16 on CUDA for torch
             for engine, network in pose_networks(name, device, cache).items()
@@ -134,6 +177,18 @@ def bench_crops(args: argparse.Namespace, device: torch.device, cache: str) -> l
                     f"{batch} | {ms / batch:.2f} | {1e3 * batch / ms:.1f} |"
                 )
                 print(rows[-1], flush=True)
+                best_ms = ms / batch if best_ms is None else min(best_ms, ms / batch)
+        if limit is not None and best_ms is not None:
+            torch.manual_seed(0)
+            module = build_pose_model(name).eval()
+            macs = count_macs(module, torch.zeros(1, 3, *module.input_size))
+            reached = macs / (best_ms * 1e-3) / 1e9
+            print(
+                f"| {device} | {name}: {macs / 1e9:.2f} GMAC per crop; fastest engine "
+                f"{best_ms:.1f} ms = {reached:.0f} GMAC/s | - | - | - | "
+                f"{limit / reached:.2f}x from the limit |",
+                flush=True,
+            )
     return rows
 
 

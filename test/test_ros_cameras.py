@@ -9,6 +9,8 @@ The installed executable in its own process, real DDS (loopback), the tiny real 
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,12 +18,15 @@ import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
+from pose_ros.camera import PinholeCamera
+from pose_ros.demo_scene import demo_frames
 from pose_ros.msg import PersonPoseArray
 from pose_ros.ros import diagnostics
 from pose_ros.ros.camera_stream import camera_names, camera_names_problem
-from pose_ros.ros.conversions import array_to_image_msg
+from pose_ros.ros.conversions import array_to_image_msg, depth_array_to_msg
+from pose_ros.ros.harness import loopback_large_images_profile
 
 sys.path.insert(0, str(Path(__file__).parent / "ros_nodes"))
 from pose_node_harness import Peer, make_header, pose_node, reliable, run_node_to_exit, with_stamp
@@ -235,3 +240,134 @@ def test_bad_cameras_parameter_stops_the_node(tiny_checkpoint: Path, cameras, wo
     assert result.returncode == 1, result.stdout
     assert "[FATAL]" in result.stdout and words in result.stdout, result.stdout
     assert "Traceback" not in result.stdout, result.stdout
+
+
+@pytest.mark.ros
+def test_each_camera_its_own_calibration_and_depth(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """use_depth with two cameras: each camera's keypoints are back-projected through its own
+    camera_info and its own depth image (another K and another distance per camera)."""
+
+    width, height = 320, 240  # every message under Fast DDS's shared-memory segment
+    cameras = {
+        "front": (
+            PinholeCamera(fx=262.5, fy=260.0, cx=159.5, cy=120.5, width=320, height=240),
+            2.0,
+        ),
+        "left": (PinholeCamera(fx=410.0, fy=405.0, cx=150.0, cy=110.0, width=320, height=240), 3.5),
+    }
+    ((picture, _),) = list(demo_frames(1, width=width, height=height))
+    namespace = "/pose_test_cameras_depth"
+    parameters = {
+        "model": tiny_checkpoint,
+        "detector.backend": "full_image",
+        "device": "cpu",
+        "cameras": "[front, left]",
+        "use_depth": True,
+        "qos.reliability": "reliable",
+    }
+    peer = Peer("cameras_depth_peer")
+    try:
+        io = {
+            name: (
+                peer.node.create_publisher(Image, f"{namespace}/{name}/image", reliable(2)),
+                peer.node.create_publisher(Image, f"{namespace}/{name}/depth", reliable(2)),
+                peer.node.create_publisher(CameraInfo, f"{namespace}/{name}/camera_info", 10),
+                peer.collect(PersonPoseArray, f"{namespace}/{name}/poses", reliable())[0],
+            )
+            for name in cameras
+        }
+        with pose_node(tmp_path / "pose_node.log", namespace, parameters) as node:
+            for name, (camera, _) in cameras.items():
+                image_pub, depth_pub, info_pub, _ = io[name]
+                assert peer.spin_until(
+                    lambda p=(image_pub, depth_pub, info_pub): all(
+                        x.get_subscription_count() for x in p
+                    ),
+                    30,
+                )
+                info = CameraInfo(
+                    header=make_header(0, f"{name}_frame"), width=width, height=height
+                )
+                info.k = [camera.fx, 0.0, camera.cx, 0.0, camera.fy, camera.cy, 0.0, 0.0, 1.0]
+                start = node.log_size()
+                node.wait_for_log(
+                    rf"\[{name}\] camera_info received",
+                    start=start,
+                    timeout=30,
+                    while_waiting=lambda p=info_pub, i=info: (p.publish(i), peer.spin_for(0.3)),
+                )
+            for name, (camera, metres) in cameras.items():
+                image_pub, depth_pub, _, answers = io[name]
+                stamp = next(_stamps)
+                depth = depth_array_to_msg(np.full((height, width), metres, np.float32), "32FC1")
+                depth.header = make_header(stamp, f"{name}_frame")
+                colour = array_to_image_msg(
+                    picture, "rgb8", header=make_header(stamp, f"{name}_frame")
+                )
+
+                def publish(d=depth, c=colour, dp=depth_pub, ip=image_pub) -> None:
+                    dp.publish(d)
+                    ip.publish(c)
+
+                assert peer.publish_until(
+                    publish, lambda a=answers, s=stamp: bool(with_stamp(a, s)), timeout=30
+                ), node.log()[-3000:]
+                (person,) = with_stamp(answers, stamp)[0].persons
+                uv = np.array([[k.x, k.y] for k in person.keypoints], np.float64)
+                xyz = np.array(
+                    [[k.position.x, k.position.y, k.position.z] for k in person.keypoints]
+                )
+                assert all(k.has_position for k in person.keypoints), name
+                np.testing.assert_allclose(xyz, camera.back_project(uv, metres), atol=1e-4)
+    finally:
+        peer.close()
+
+
+_PROFILE_PEER = """
+import sys, time, numpy as np
+from sensor_msgs.msg import Image
+from pose_ros.ros.conversions import array_to_image_msg
+from pose_ros.ros.harness import Peer, reliable
+peer = Peer("profile_check_" + sys.argv[1])
+if sys.argv[1] == "sub":
+    got = []
+    peer.node.create_subscription(Image, "/profile_check/image", got.append, reliable(2))
+    peer.spin_until(lambda: bool(got), 60)
+    print("received", len(got[0].data) if got else 0, flush=True)
+else:
+    pub = peer.node.create_publisher(Image, "/profile_check/image", reliable(2))
+    msg = array_to_image_msg(np.zeros((480, 640, 3), np.uint8), "rgb8")
+    for _ in range(300):
+        pub.publish(msg)
+        peer.spin_for(0.2)
+peer.close()
+"""
+
+
+@pytest.mark.ros
+def test_large_image_dds_profile_is_valid_fast_dds_xml(tmp_path: Path) -> None:
+    """The shipped Fast DDS profile (its loopback copy, as the benchmark uses it) loads without a
+    parser complaint, and a 0.9 MB frame goes through it from one process to another."""
+    profile = loopback_large_images_profile(tmp_path)
+    env = {**os.environ, "FASTRTPS_DEFAULT_PROFILES_FILE": str(profile)}
+    logs = {role: tmp_path / f"{role}.log" for role in ("sub", "pub")}
+    processes = {
+        role: subprocess.Popen(
+            [sys.executable, "-c", _PROFILE_PEER, role],
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for role, log in logs.items()
+    }
+    try:
+        processes["sub"].wait(timeout=90)
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.wait()
+    output = {role: log.read_text() for role, log in logs.items()}
+    assert "received 921600" in output["sub"], output
+    for text in output.values():
+        for complaint in ("XMLPARSER", "Error", "error"):
+            assert complaint not in text, output
