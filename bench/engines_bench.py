@@ -1,8 +1,9 @@
 """Engines side by side, in one process: the pose network per engine (ms per crop at batch
-1/4/16/64), the pipeline per frame (1, 5, 20 persons at 640x480, 1280x720, 1920x1080), each
-detector on each engine, the CPU preset over a sequence, and the alternatives a user would pick
-instead (torchvision KeypointRCNN-R50-FPN here; MediaPipe BlazePose through
-``bench/mediapipe_bench.py`` in a throwaway venv when one is given), with ratios.
+1/4/16/64), what int8 would bring (ONNX Runtime static quantization, timing only), the pipeline
+per frame (1, 5, 20 persons at 640x480, 1280x720, 1920x1080), each detector on each engine, the
+CPU preset over a sequence, and the alternatives a user would pick instead (torchvision
+KeypointRCNN-R50-FPN here; MediaPipe BlazePose through ``bench/mediapipe_bench.py`` in a throwaway
+venv when one is given), with ratios.
 
 Random weights throughout (the timings do not depend on the values; detections of an untrained
 detector are meaningless, so the pipeline figures use given boxes and add the detector's time).
@@ -196,6 +197,66 @@ def bench_crops(args: argparse.Namespace, device: torch.device, cache: str) -> l
     return rows
 
 
+def bench_int8(args: argparse.Namespace, cache: str) -> None:
+    """What int8 would bring on this CPU (not an engine of pose_ros): ONNX Runtime's static QDQ
+    quantization (per-channel int8 weights, uint8 activations) of each network, calibrated on
+    16 random crops (timing only: the calibration of a real int8 model needs real crops, and its
+    accuracy a check on trained weights), against the fp32 export, batch 4, timed in turns."""
+    ort = engines._import_onnxruntime()
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    class RandomCrops(CalibrationDataReader):
+        def __init__(self, shape: tuple[int, ...]) -> None:
+            rng = np.random.default_rng(0)
+            self._crops = iter(
+                [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(16)]
+            )
+
+        def get_next(self) -> dict | None:
+            return next(self._crops, None)
+
+    for name in args.networks:
+        torch.manual_seed(0)
+        model = build_pose_model(name).eval()
+        fp32 = engines.cached_onnx_export(model, cache_dir=cache)
+        prepared = Path(cache) / f"{name}-int8-pre.onnx"
+        int8 = Path(cache) / f"{name}-int8.onnx"
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(int8),
+            RandomCrops((1, 3, *model.input_size)),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        x = np.random.default_rng(1).standard_normal((4, 3, *model.input_size)).astype(np.float32)
+        sessions = {
+            label: engines.onnx_session(
+                ort, path, ["CPUExecutionProvider"], engines.cpu_thread_count(0)
+            )
+            for label, path in (("fp32", fp32), ("int8", int8))
+        }
+        fns = {
+            label: (lambda s=session, x=x: s.run(None, {"input": x}))
+            for label, session in sessions.items()
+        }
+        times = interleaved_ms(fns, args.repeats)
+        print(
+            f"| cpu | {name} | onnxruntime fp32 / int8 (static QDQ) | 4 | "
+            f"{times['fp32'] / 4:.2f} / {times['int8'] / 4:.2f} | "
+            f"{times['fp32'] / times['int8']:.2f}x |",
+            flush=True,
+        )
+
+
 def bench_frames(args: argparse.Namespace, device: torch.device, cache: str) -> list[str]:
     rows = []
     sync = device.type == "cuda"
@@ -348,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("POSE_ROS_MEDIAPIPE_PYTHON"),
         help="python of a venv with mediapipe (env POSE_ROS_MEDIAPIPE_PYTHON)",
     )
-    parser.add_argument("--only", default="", help="comma list: crops,frames,detectors,preset,alt")
+    parser.add_argument(
+        "--only", default="", help="comma list: crops,int8,frames,detectors,preset,alt"
+    )
     args = parser.parse_args(argv)
     args.networks = (
         ("simplebaseline_res18",)
@@ -376,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = (
         set(args.only.split(","))
         if args.only
-        else {"crops", "frames", "detectors", "preset", "alt"}
+        else {"crops", "int8", "frames", "detectors", "preset", "alt"}
     )
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(
@@ -394,6 +457,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             for device in devices:
                 bench_crops(args, device, cache)
+            print()
+        if "int8" in parts:
+            print(
+                "| device | network | engine | batch | ms/crop | int8 speed-up |\n"
+                "|---|---|---|---|---|---|"
+            )
+            bench_int8(args, cache)
             print()
         if "frames" in parts:
             print(
