@@ -30,6 +30,7 @@ import torch
 from pose_ros import engines
 from pose_ros.models import build_pose_model
 from pose_ros.pipeline import PoseEstimator
+from pose_ros.runtime import OnnxPoseRunner, quantize_int8
 
 BATCHES = (1, 4, 16, 64)
 RESOLUTIONS = ((480, 640), (720, 1280), (1080, 1920))
@@ -197,53 +198,34 @@ def bench_crops(args: argparse.Namespace, device: torch.device, cache: str) -> l
     return rows
 
 
+def int8_export(name: str, cache: str) -> tuple[Path, Path]:
+    """(fp32 export, int8 export) of the network ``name`` with random weights, quantized by
+    pose_ros.runtime.quantize_int8 on 16 random crops: right for timing, meaningless for accuracy
+    (a real int8 model is calibrated on real crops: ``pose-ros-export --int8``)."""
+    torch.manual_seed(0)
+    model = build_pose_model(name).eval()
+    fp32 = engines.cached_onnx_export(model, cache_dir=cache)
+    int8 = Path(cache) / f"{name}-random-calibration.int8.onnx"
+    if not int8.is_file():
+        crops = np.random.default_rng(0).standard_normal((16, 3, *model.input_size))
+        quantize_int8(fp32, int8, crops.astype(np.float32))
+    return fp32, int8
+
+
 def bench_int8(args: argparse.Namespace, cache: str) -> None:
-    """What int8 would bring on this CPU (not an engine of pose_ros): ONNX Runtime's static QDQ
-    quantization (per-channel int8 weights, uint8 activations) of each network, calibrated on
-    16 random crops (timing only: the calibration of a real int8 model needs real crops, and its
-    accuracy a check on trained weights), against the fp32 export, batch 4, timed in turns."""
+    """The pose network's int8 export (ONNX Runtime static QDQ quantization, per-channel int8
+    weights, uint8 activations) against its fp32 export, batch 4, timed in turns."""
     ort = engines._import_onnxruntime()
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
-
-    class RandomCrops(CalibrationDataReader):
-        def __init__(self, shape: tuple[int, ...]) -> None:
-            rng = np.random.default_rng(0)
-            self._crops = iter(
-                [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(16)]
-            )
-
-        def get_next(self) -> dict | None:
-            return next(self._crops, None)
-
     for name in args.networks:
-        torch.manual_seed(0)
-        model = build_pose_model(name).eval()
-        fp32 = engines.cached_onnx_export(model, cache_dir=cache)
-        prepared = Path(cache) / f"{name}-int8-pre.onnx"
-        int8 = Path(cache) / f"{name}-int8.onnx"
-        quant_pre_process(str(fp32), str(prepared))
-        quantize_static(
-            str(prepared),
-            str(int8),
-            RandomCrops((1, 3, *model.input_size)),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
-        x = np.random.default_rng(1).standard_normal((4, 3, *model.input_size)).astype(np.float32)
+        paths = dict(zip(("fp32", "int8"), int8_export(name, cache), strict=True))
         sessions = {
             label: engines.onnx_session(
                 ort, path, ["CPUExecutionProvider"], engines.cpu_thread_count(0)
             )
-            for label, path in (("fp32", fp32), ("int8", int8))
+            for label, path in paths.items()
         }
+        shape = (4, 3, *build_pose_model(name).input_size)
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
         fns = {
             label: (lambda s=session, x=x: s.run(None, {"input": x}))
             for label, session in sessions.items()
@@ -335,7 +317,13 @@ def bench_preset(args: argparse.Namespace, cache: str, frames: int) -> dict[str,
             build_pose_model(name).eval(), engine="auto", device=device, cache_dir=cache
         )
         estimators[name] = PoseEstimator(network, detector, device=device)
-        estimators[name](sequence[0], boxes=box)  # warm-up
+        # The same network as an int8 export (what `pose-ros-export --int8` writes; random
+        # calibration here: timing only).
+        _, int8 = int8_export(name, cache)
+        runner = OnnxPoseRunner(int8, device=device, threads=engines.cpu_thread_count(0))
+        estimators[f"{name} int8"] = PoseEstimator(runner, detector, device=device)
+    for estimator in estimators.values():
+        estimator(sequence[0], boxes=box)  # warm-up
     detector.detect(sequence[0])
     torch_threads = engines.share_cpu_threads("onnxruntime")  # as from_names sets it
     totals = dict.fromkeys(estimators, 0.0)

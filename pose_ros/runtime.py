@@ -24,6 +24,7 @@ import copy
 import json
 import os
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -494,3 +495,88 @@ def compare_with_onnxruntime(
 def _cpu_eval_copy(model: torch.nn.Module) -> torch.nn.Module:
     network = copy.deepcopy(model).to("cpu", torch.float32).eval()
     return network.to(memory_format=torch.contiguous_format)
+
+
+#: Crops ONNX Runtime's calibration needs at least, for activation ranges worth the name.
+MIN_CALIBRATION_CROPS = 8
+
+
+def quantize_int8(
+    onnx_path: str | os.PathLike,
+    output: str | os.PathLike,
+    calibration_crops: np.ndarray,
+) -> Path:
+    """An int8 copy of an exported pose network, for the CPU: ONNX Runtime's static
+    quantization in QDQ form (int8 weights per output channel, uint8 activations whose ranges
+    come from ``calibration_crops``), with the export's metadata, written atomically.
+
+    The activation ranges are those of the calibration crops: give real person crops of the
+    cameras the model will see (normalised as the model wants, (N, 3, H, W) float32), not
+    noise. What int8 costs in accuracy depends on the weights: measure it
+    (``pose-ros-export --int8`` compares the keypoints with the fp32 export's).
+
+    Raises:
+        RuntimeBackendError: onnxruntime's quantization tools missing, or the quantization failed.
+        ValueError: fewer than :data:`MIN_CALIBRATION_CROPS` crops, or crops of another shape.
+    """
+    ort = _import_onnxruntime()
+    try:
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quant_pre_process,
+            quantize_static,
+        )
+    except ImportError as error:
+        raise RuntimeBackendError(
+            f"int8 quantization needs the onnx package and onnxruntime's quantization tools: "
+            f"{error} (pip install onnx onnxruntime)"
+        ) from None
+    onnx_path, output = Path(onnx_path), Path(output)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    expected = tuple(session.get_inputs()[0].shape[1:])
+    crops = np.ascontiguousarray(calibration_crops, np.float32)
+    if crops.ndim != 4 or crops.shape[1:] != expected:
+        raise ValueError(
+            f"calibration crops must be (N, {', '.join(map(str, expected))}), got {crops.shape}"
+        )
+    if len(crops) < MIN_CALIBRATION_CROPS:
+        raise ValueError(
+            f"{len(crops)} calibration crops: at least {MIN_CALIBRATION_CROPS} are needed"
+        )
+
+    class Crops(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([{INPUT_NAME: crops[i : i + 1]} for i in range(len(crops))])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="pose_ros_int8_") as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quantized = Path(scratch) / "int8.onnx"
+        try:
+            quant_pre_process(str(onnx_path), str(prepared))
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                Crops(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+        except Exception as error:  # the quantizer raises many types; all mean "cannot"
+            raise RuntimeBackendError(f"int8 quantization of {onnx_path} failed: {error}") from None
+        graph = onnx.load(str(quantized))
+    # The quantizer keeps the graph, not the file's metadata: carry the export's over.
+    source = onnx.load(str(onnx_path), load_external_data=False)
+    del graph.metadata_props[:]
+    for prop in source.metadata_props:
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = prop.key, prop.value
+    with atomic_write(output) as stream:
+        stream.write(graph.SerializeToString())
+    return output

@@ -13,7 +13,6 @@ import pytest
 import torch
 from test_training_support import OverfitRun, overfit_once
 
-from pose_ros.geometry import box_to_center_scale, crop_batch
 from pose_ros.models import (
     build_pose_model,
     init_from_simplebaseline,
@@ -31,7 +30,8 @@ from pose_ros.runtime import (
     tensorrt_engine_path,
 )
 from training.dataset import load_coco_persons, read_image
-from training.export import compare_with_onnxruntime, export_onnx
+from training.evaluate import main as evaluate_main
+from training.export import annotated_person_crops, compare_with_onnxruntime, export_onnx
 from training.export import main as export_main
 
 TOLERANCE = 1e-4
@@ -46,14 +46,7 @@ def overfit_run(tmp_path_factory: pytest.TempPathFactory, coco_dir: Path) -> Ove
 def real_crops(overfit_run: OverfitRun, coco_dir: Path, coco_annotations: Path) -> torch.Tensor:
     """(12, 3, 128, 96) normalised crops of the annotated persons (RGB, as the model wants)."""
     model = load_pose_model(overfit_run.best)
-    persons = load_coco_persons(coco_annotations, coco_dir)
-    crops = []
-    for image_id, path in sorted(persons.image_paths.items()):
-        boxes = np.stack([i.box for i in persons.instances if i.image_id == image_id])
-        centers, scales = box_to_center_scale(boxes, model.input_size[1] / model.input_size[0])
-        rgb = torch.from_numpy(read_image(path)[..., ::-1].copy()).permute(2, 0, 1).float()
-        crops.append(crop_batch(rgb, centers, scales, model.input_size))
-    return model.preprocessing.normalize(torch.cat(crops), input_color_order="RGB")
+    return annotated_person_crops(model, load_coco_persons(coco_annotations, coco_dir))
 
 
 def _printed_difference(text: str) -> float:
@@ -176,3 +169,54 @@ def test_tensorrt_absent_gives_a_clear_message(
     assert "TensorRT is not installed" in err and "Traceback" not in err
     assert (tmp_path / "m.onnx").is_file()  # the ONNX export itself still happened
     json.loads(json.dumps(read_onnx_metadata(tmp_path / "m.onnx")))
+
+
+def test_int8_export_keeps_the_keypoints_and_the_ap(
+    overfit_run: OverfitRun,
+    coco_dir: Path,
+    coco_annotations: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """--int8: a quantized graph (QDQ nodes, the export's metadata), calibrated on the annotated
+    persons, whose keypoints stay where the fp32 model puts them; pycocotools AP with GT boxes
+    within 0.05 of the fp32 export's on the 4 COCO images; a tolerance it misses fails."""
+    import onnx
+
+    output = tmp_path / "tiny.onnx"
+    calibration = [
+        *("--calibration-annotations", str(coco_annotations)),
+        *("--calibration-images", str(coco_dir)),
+    ]
+    argv = ["--model", str(overfit_run.best), "--output", str(output), "--int8", *calibration]
+    assert export_main(argv) == 0
+    printed = capsys.readouterr().out
+    int8 = tmp_path / "tiny.int8.onnx"
+    match = re.search(r"calibrated on 12 person crops\); .* mean (\S+), p95 (\S+) heatmap", printed)
+    assert match, printed
+    assert float(match.group(1)) < 0.5 and float(match.group(2)) < 1.0, printed
+
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops, ops
+    assert read_onnx_metadata(int8) == read_onnx_metadata(output)
+
+    ap = {}
+    for name, model in (("fp32", output), ("int8", int8)):
+        argv = [
+            *("--model", str(model), "--images", str(coco_dir)),
+            *("--annotations", str(coco_annotations), "--device", "cpu"),
+            *("--output-dir", str(tmp_path / f"eval_{name}")),
+        ]
+        assert evaluate_main(argv) == 0
+        ap[name] = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())["AP"]
+    assert ap["fp32"] > 0.5, ap  # the overfit network finds the persons
+    assert abs(ap["int8"] - ap["fp32"]) <= 0.05, ap
+
+    # A tolerance the int8 model cannot meet: exit 1 with the reason; without calibration: 2.
+    strict = ["--model", str(overfit_run.best), "--output", str(tmp_path / "strict.onnx")]
+    assert export_main([*strict, "--int8", *calibration, "--int8-tolerance", "0"]) == 1
+    assert "int8 keypoints move" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([*strict, "--int8"])
+    assert exit_info.value.code == 2
+    assert "--int8 needs --calibration-annotations" in capsys.readouterr().err

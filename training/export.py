@@ -4,12 +4,20 @@
 
     python -m training.export --model runs/tiny/best.pth --output model.onnx
     python -m training.export --model best.pth --output model.onnx --tensorrt --max-batch 32
+    python -m training.export --model best.pth --output model.onnx --int8 \
+        --calibration-annotations person_keypoints_val2017.json --calibration-images val2017/
 
 The ONNX graph has a dynamic batch axis (input ``input`` (N, 3, H, W) normalised crops, output
 ``heatmaps`` (N, K, H/4, W/4)), opset 17 by default, and carries the model's preprocessing and
 architecture in ``metadata_props`` so that :class:`pose_ros.runtime.OnnxPoseRunner` needs nothing
 else. ``--tensorrt`` also builds an fp16 engine for batch 1..max-batch where the ``tensorrt``
 package and a GPU are present (cached beside the ONNX file, keyed by TensorRT version and GPU).
+
+``--int8`` also writes an int8 model for the CPU (``<output>.int8.onnx``: ONNX Runtime's static
+quantization, about 1.6-1.8x the fp32 speed on a CPU with VNNI, README "Benchmarks"), calibrated
+on the annotated persons of a COCO-format keypoints file, and reports what it costs: the
+distance between its keypoints and the fp32 model's on those crops. Run the node on it with
+``model:=<file>.int8.onnx``.
 """
 
 from __future__ import annotations
@@ -18,18 +26,73 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from pose_ros import codec
+from pose_ros.geometry import box_to_center_scale, crop_batch
 from pose_ros.models import CheckpointError, load_pose_model
 from pose_ros.runtime import (
     MIN_OPSET,
+    OnnxPoseRunner,
     RuntimeBackendError,
     build_tensorrt_engine,
     compare_with_onnxruntime,
     export_onnx,
+    quantize_int8,
 )
+from training.dataset import CocoPersons, DatasetError, load_coco_persons, read_image
 
 # export_onnx and compare_with_onnxruntime live in pose_ros.runtime (the node exports on first use
 # with them, and training/ is not installed with the node); this module is their command line.
-__all__ = ["MIN_OPSET", "build_parser", "compare_with_onnxruntime", "export_onnx", "main"]
+__all__ = [
+    "MIN_OPSET",
+    "annotated_person_crops",
+    "build_parser",
+    "compare_with_onnxruntime",
+    "export_onnx",
+    "int8_keypoint_shift",
+    "main",
+]
+
+
+def annotated_person_crops(
+    model: torch.nn.Module, persons: CocoPersons, limit: int | None = None
+) -> torch.Tensor:
+    """(N, 3, H, W) normalised crops of the annotated persons, cut as the pipeline cuts them
+    (box -> centre and scale -> affine crop -> the model's normalisation), image by image, at most
+    ``limit``."""
+    height, width = model.input_size
+    crops = []
+    count = 0
+    for image_id, path in sorted(persons.image_paths.items()):
+        boxes = [i.box for i in persons.instances if i.image_id == image_id]
+        if not boxes:
+            continue
+        centers, scales = box_to_center_scale(np.stack(boxes), width / height)
+        rgb = torch.from_numpy(read_image(path)[..., ::-1].copy()).permute(2, 0, 1).float()
+        crops.append(crop_batch(rgb, centers, scales, model.input_size))
+        count += len(boxes)
+        if limit is not None and count >= limit:
+            break
+    if not crops:
+        raise DatasetError("no annotated person to make calibration crops from")
+    batch = model.preprocessing.normalize(torch.cat(crops), input_color_order="RGB")
+    return batch[:limit] if limit is not None else batch
+
+
+def int8_keypoint_shift(
+    fp32_path: Path, int8_path: Path, crops: torch.Tensor
+) -> tuple[float, float, float]:
+    """How far the int8 model's keypoints are from the fp32 model's on ``crops``, in heatmap
+    pixels (quarter decoding): (mean, 95th percentile, share of keypoints within one pixel)."""
+    shifts = []
+    for path in (fp32_path, int8_path):
+        runner = OnnxPoseRunner(path, device="cpu")
+        coords, _ = codec.decode_heatmaps(runner(crops).numpy(), "quarter")
+        shifts.append(coords)
+    distance = np.linalg.norm(shifts[0] - shifts[1], axis=-1).ravel()
+    return float(distance.mean()), float(np.percentile(distance, 95)), float((distance <= 1).mean())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,13 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine")
     parser.add_argument("--max-batch", type=int, default=32, help="TensorRT profile: batch 1..N")
     parser.add_argument("--trt-fp32", action="store_true", help="TensorRT engine in fp32, not fp16")
+    parser.add_argument(
+        "--int8", action="store_true", help="also write <output>.int8.onnx (CPU, ONNX Runtime)"
+    )
+    parser.add_argument(
+        "--calibration-annotations", help="--int8: COCO keypoints file of calibration persons"
+    )
+    parser.add_argument("--calibration-images", help="--int8: the folder of its images")
+    parser.add_argument(
+        "--calibration-crops", type=int, default=256, help="--int8: at most this many persons"
+    )
+    parser.add_argument(
+        "--int8-tolerance",
+        type=float,
+        default=1.0,
+        help="--int8: fail (exit 1) when the keypoints move by more than this on average "
+        "(heatmap pixels, against the fp32 model on the calibration crops)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; exit code 2 (one message line) on bad input or missing backends,
     1 when the ONNX model differs from PyTorch by more than the tolerance."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.int8 and not (args.calibration_annotations and args.calibration_images):
+        parser.error("--int8 needs --calibration-annotations and --calibration-images")
     try:
         model = load_pose_model(args.model, map_location="cpu")
         output = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
@@ -67,7 +150,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.tensorrt:
             engine = build_tensorrt_engine(output, max_batch=args.max_batch, fp16=not args.trt_fp32)
             print(f"wrote {engine}")
-    except (CheckpointError, RuntimeBackendError, ValueError, OSError) as error:
+        if args.int8:
+            persons = load_coco_persons(args.calibration_annotations, args.calibration_images)
+            crops = annotated_person_crops(model, persons, args.calibration_crops)
+            int8_path = output.with_suffix(".int8.onnx")
+            quantize_int8(output, int8_path, crops.numpy())
+            mean, p95, within = int8_keypoint_shift(output, int8_path, crops)
+            print(
+                f"wrote {int8_path} (int8, calibrated on {len(crops)} person crops); keypoints "
+                f"against fp32 on those crops: mean {mean:.3f}, p95 {p95:.3f} heatmap px, "
+                f"{within:.1%} within 1 px"
+            )
+            if mean > args.int8_tolerance:
+                print(
+                    f"pose-ros-export: error: int8 keypoints move {mean:.3f} px on average "
+                    f"(> --int8-tolerance {args.int8_tolerance})",
+                    file=sys.stderr,
+                )
+                return 1
+    except (CheckpointError, DatasetError, RuntimeBackendError, ValueError, OSError) as error:
         print(f"pose-ros-export: error: {error}", file=sys.stderr)
         return 2
     return 0
