@@ -237,12 +237,27 @@ def measure_node(
                 lambda: publisher.publish(warm), lambda: bool(poses), timeout=60
             ):
                 raise RuntimeError(f"no answer from pose_node:\n{node.log()[-3000:]}")
-            peer.spin_for(0.5)
+            peer.spin_for(1.5)  # the warm-up's status line goes out first
+            log_start = node.log_size()
             plain = sequential_latency(peer, [publisher], [poses], frame, args.frames, 1000)
             rows.append(
                 (
                     "node: image -> /poses (only /poses subscribed)",
                     f"p50 {percentile(plain, 50):.1f} ms, p90 {percentile(plain, 90):.1f} ms",
+                )
+            )
+            peer.spin_for(1.5)  # the last status line of the run
+            own = [
+                float(value)
+                for value in re.findall(r"node's own p50 ([\d.]+) ms", node.log(log_start))
+            ]
+            rows.append(
+                (
+                    "node's own work per frame (its status lines: callback to /poses published, "
+                    "minus the pipeline)",
+                    f"{statistics.median(own):.2f} ms (median of {len(own)} status lines)"
+                    if own
+                    else "no status line",
                 )
             )
             peer.collect(MarkerArray, f"{NAMESPACE}/poses/markers", reliable(5))

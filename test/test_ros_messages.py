@@ -382,6 +382,7 @@ def test_status_line_reports_rates_latency_and_drops() -> None:
     assert line is not None
     assert "frames in 4, out 2 (1.0 Hz)" in line
     assert "latency p50 200 ms, max 300 ms" in line
+    assert "pipeline p50 85 ms, node's own p50 115.0 ms" in line  # median of 20 and 210
     assert "persons 1.0/frame" in line
     assert "dropped 2 (total 2)" in line
     assert "bad frames 1 (total 1)" in line
