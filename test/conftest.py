@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,13 @@ INSTALL_PREFIX = Path(os.environ.get("POSE_ROS_INSTALL_PREFIX", REPO_ROOT / "ins
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+
+# A test run started in the background by a non-interactive shell (`make test &`, nohup) inherits
+# SIGINT ignored, and so would every process the tests start: `ros2 launch` would never see the
+# Ctrl-C the tests send it, and its node would outlive the test. Take SIGINT back: children then
+# start with the default action.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
