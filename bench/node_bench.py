@@ -211,11 +211,8 @@ def throughput(
     return count * len(publishers), answered, answered / elapsed
 
 
-def measure_node(
-    args: argparse.Namespace, frame: np.ndarray, pipeline_ms: float, random_weights: bool
-) -> list[tuple[str, str]]:
-    """Latency, overhead and throughput rows of the real node."""
-    parameters = {
+def _node_parameters(args: argparse.Namespace, random_weights: bool) -> dict[str, Any]:
+    return {
         "model": args.model,
         "allow_random_weights": random_weights,
         "detector.backend": "full_image",
@@ -223,6 +220,13 @@ def measure_node(
         # every frame must arrive: 640x480 rgb8 exceeds Fast DDS's shared-memory segment
         "qos.reliability": "reliable",
     }
+
+
+def measure_node(
+    args: argparse.Namespace, frame: np.ndarray, pipeline_ms: float, random_weights: bool
+) -> list[tuple[str, str]]:
+    """Latency, overhead and throughput rows of the real node."""
+    parameters = _node_parameters(args, random_weights)
     rows: list[tuple[str, str]] = []
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -295,6 +299,8 @@ def measure_node(
 
 
 CAMERAS = ("cam0", "cam1", "cam2")
+#: The three-camera setups publish no camera_info.
+NO_CAMERA_INFO = {"use_camera_info": False}
 DDS_PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 
 
@@ -316,18 +322,6 @@ def dds_profile(path: Path | None) -> Iterator[None]:
             os.environ[DDS_PROFILE_VARIABLE] = saved
 
 
-def _node_parameters(args: argparse.Namespace, random_weights: bool) -> dict[str, Any]:
-    return {
-        "model": args.model,
-        "allow_random_weights": random_weights,
-        "detector.backend": "full_image",
-        "device": args.device,
-        # every frame must arrive: 640x480 rgb8 exceeds Fast DDS's shared-memory segment
-        "qos.reliability": "reliable",
-        "use_camera_info": False,
-    }
-
-
 def _network_calls(node: NodeProcess) -> str:
     """The closing summary's count of pose-network batches (a node with several cameras)."""
     match = re.search(r"(\d+) pose-network batches", node.log())
@@ -342,12 +336,12 @@ def measure_cameras(
     sequential-latency run and the same throughput run."""
     rows: list[tuple[str, str]] = []
     rate = args.rate
-    one_node = [(f"{NAMESPACE}_multi", {"cameras": f"[{','.join(CAMERAS)}]"})]
+    one_node = [(f"{NAMESPACE}_multi", {"cameras": f"[{','.join(CAMERAS)}]", **NO_CAMERA_INFO})]
     profile = os.environ.get(DDS_PROFILE_VARIABLE)
     setups = {
         "one node, cameras:=[cam0, cam1, cam2]": (one_node, profile),
         "three single-camera nodes (the alternative)": (
-            [(f"{NAMESPACE}_{camera}", {}) for camera in CAMERAS],
+            [(f"{NAMESPACE}_{camera}", NO_CAMERA_INFO) for camera in CAMERAS],
             profile,
         ),
     }

@@ -40,10 +40,10 @@ class LatestFramesMailbox(Generic[K, T]):
         self._closed = False
         self._dropped = 0
 
-    def put(self, key: K, item: T, now: float | None = None) -> bool:
+    def put(self, key: K, item: T) -> bool:
         """Post ``item`` for ``key``; True when it replaced one of that key the worker had not
         taken (a dropped frame)."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         with self._condition:
             if self._closed:
                 return False

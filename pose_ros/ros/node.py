@@ -771,11 +771,7 @@ class PoseNode(LifecycleNode):
             except Exception as error:  # a failing cycle must never stop the worker
                 if mailbox.closed or not rclpy.ok(context=self.context):
                     return  # shutting down: publishers are gone
-                for index in items:
-                    self._streams[index].stats.frame_failed()
-                self._report_bad_frame(
-                    "inference", f"processing a frame failed: {type(error).__name__}: {error}"
-                )
+                self._frames_failed([self._streams[index] for index in items], error)
 
     def _process_cycle(self, frames: list[tuple[CameraStream, Any, float, Image | None]]) -> None:
         """The newest frame of each camera that has one, in order: per frame convert -> boxes
@@ -790,11 +786,7 @@ class PoseNode(LifecycleNode):
             try:
                 frame = self._prepare(stream, msg, received_at, depth_msg, settings)
             except Exception as error:
-                stream.stats.frame_failed()
-                self._report_bad_frame(
-                    "inference",
-                    f"{stream.label}processing a frame failed: {type(error).__name__}: {error}",
-                )
+                self._frames_failed([stream], error)
                 continue
             if frame is not None:
                 prepared.append(frame)
@@ -809,23 +801,24 @@ class PoseNode(LifecycleNode):
                 ]
             )
         except Exception as error:  # the batch failed: every frame in it did
-            for frame in prepared:
-                frame.stream.stats.frame_failed()
-            self._report_bad_frame(
-                "inference", f"processing a frame failed: {type(error).__name__}: {error}"
-            )
+            self._frames_failed([frame.stream for frame in prepared], error)
             return
         batch_ms = (time.perf_counter() - started) * 1e3
         for frame, persons in zip(prepared, results, strict=True):
             try:
                 self._finish(frame, persons, batch_ms, settings)
             except Exception as error:
-                frame.stream.stats.frame_failed()
-                self._report_bad_frame(
-                    "inference",
-                    f"{frame.stream.label}processing a frame failed: "
-                    f"{type(error).__name__}: {error}",
-                )
+                self._frames_failed([frame.stream], error)
+
+    def _frames_failed(self, streams: list[CameraStream], error: Exception) -> None:
+        """Frames on which processing raised: counted per camera, reported (rate-limited) with
+        the camera's name when it was one camera's frame."""
+        for stream in streams:
+            stream.stats.frame_failed()
+        label = streams[0].label if len(streams) == 1 else ""
+        self._report_bad_frame(
+            "inference", f"{label}processing a frame failed: {type(error).__name__}: {error}"
+        )
 
     def _prepare(
         self,

@@ -251,7 +251,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "batch_wait_sec",
         0.02,
         "Several cameras: after the first frame of a cycle, wait up to this long for the frames "
-        "of the other cameras (those that sent one in the last second) so that they share one "
+        "of the other live cameras (in the previous cycle, or heard from in the last second) so "
+        "that they share one "
         "pose-network batch; 0: take what is there. Frames that waited already are not held.",
         float_range=(0.0, 1.0),
     ),
