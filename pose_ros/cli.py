@@ -21,8 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pose_ros.drawing import draw_persons
+from pose_ros.factory import estimator_from_names
 from pose_ros.fileio import atomic_write
-from pose_ros.pipeline import RANDOM_WEIGHTS_PREFIX, PoseEstimator, coco_keypoint_results
+from pose_ros.pipeline import coco_keypoint_results
 from pose_ros.tracking import (
     DEFAULT_REUSE_SCORE_THRESHOLD,
     PoseTracker,
@@ -30,6 +31,7 @@ from pose_ros.tracking import (
     TrackingConfig,
     track_frame,
 )
+from pose_ros.types import RANDOM_WEIGHTS_PREFIX
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     tracker = build_tracker(args, tracking_on) if tracking_on else None
     if args.detector_interval > 1 and tracker is None:
         raise ValueError("--detector-interval > 1 needs tracking (a video, or --tracking)")
-    estimator = PoseEstimator.from_names(
+    estimator = estimator_from_names(
         args.model,
         detector=args.detector,
         detector_weights=None if args.detector_weights == "none" else args.detector_weights,

@@ -34,7 +34,7 @@ from pose_ros.camera import PinholeCamera
 from pose_ros.keypoints import COCO_KEYPOINT_NAMES
 
 if TYPE_CHECKING:
-    from pose_ros.pipeline import Person
+    from pose_ros.types import Person
 
 #: Keypoints whose positions give a person's 3D centre (median): shoulders and hips.
 TORSO_KEYPOINTS: Final[tuple[int, ...]] = tuple(

@@ -40,7 +40,8 @@ from pose_ros.keypoints import NUM_KEYPOINTS, OKS_SIGMAS
 from pose_ros.smoothing import OneEuroFilter, SmoothingConfig
 
 if TYPE_CHECKING:
-    from pose_ros.pipeline import Person, PoseEstimator
+    from pose_ros.pipeline import PoseEstimator
+    from pose_ros.types import Person
 
 __all__ = [
     "FramePlan",
@@ -714,7 +715,7 @@ def track_frame(
         the persons of the frame (``tracker.last_plan`` holds the frame's plan, with its
         ``reset_reason``).
     """
-    from pose_ros.pipeline import FrameBoxes
+    from pose_ros.types import FrameBoxes
 
     plan = tracker.begin_frame(stamp_sec, image.shape[:2])
     if plan.detect:

@@ -168,8 +168,8 @@ def build_estimator(values: dict[str, Any]) -> Any:
     import torch
 
     from pose_ros.detection import DetectorError
+    from pose_ros.factory import estimator_from_names
     from pose_ros.models import CheckpointError
-    from pose_ros.pipeline import PoseEstimator
     from pose_ros.runtime import RuntimeBackendError
 
     backend = values["detector.backend"]
@@ -181,7 +181,7 @@ def build_estimator(values: dict[str, Any]) -> Any:
     fp16 = None if values["fp16"] == "auto" else bool(values["fp16"])
     device = values["device"]
     try:
-        return PoseEstimator.from_names(
+        return estimator_from_names(
             values["model"],
             detector=backend,
             detector_weights=values["detector.weights"] or None,
@@ -357,7 +357,7 @@ class PoseNode(LifecycleNode):
                 reason = str(error) if isinstance(error, StartupError) else repr(error)
                 self.get_logger().error(f"configure failed: {reason}")
             return TransitionCallbackReturn.FAILURE
-        from pose_ros.pipeline import MIN_IMAGE_SIDE
+        from pose_ros.types import MIN_IMAGE_SIDE
 
         self._min_image_side = MIN_IMAGE_SIDE
         self._random_weights = bool(getattr(self._estimator, "uses_random_weights", False))
@@ -778,7 +778,7 @@ class PoseNode(LifecycleNode):
         (detector, or the tracks' boxes); then keypoints for the boxes of all frames in one
         network batch; then per frame depth, tracking, and its outputs (each with its image's
         header). A frame that fails in its own steps costs only that frame."""
-        from pose_ros.pipeline import FrameBoxes
+        from pose_ros.types import FrameBoxes
 
         settings = self._settings
         prepared: list[_PreparedFrame] = []
