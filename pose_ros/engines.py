@@ -19,12 +19,15 @@ that ONNX Runtime does not reproduce (max difference above :data:`EXPORT_TOLERAN
 The person detectors of torchvision run their backbone (the convolutions: most of the time) on
 ONNX Runtime with ``detector_engine`` ``onnxruntime`` (``auto`` on the CPU), and everything
 around it (resizing, anchors, box heads, NMS) in torchvision itself, so the boxes are
-torchvision's own; see :class:`OnnxBackbone`.
+torchvision's own; see :class:`OnnxBackbone`. RTMDet runs its whole network there (trunk, neck
+and head: raw class logits and box distances, :class:`OnnxRTMDet`); decoding and NMS stay in
+PyTorch.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import hashlib
 import io
 import json
@@ -301,13 +304,13 @@ def resolve_detector_engine(engine: str, backend: str, device: torch.device) -> 
     """The engine ``engine`` means for detector ``backend`` on ``device``: ``auto`` is ONNX
     Runtime on the CPU for torchvision detectors (when installed), PyTorch otherwise. Backends
     that are not torchvision networks keep their own engine (``torch`` is returned)."""
-    from pose_ros.detection import TORCHVISION_DETECTORS
+    from pose_ros.detection import RTMDET_DETECTORS, TORCHVISION_DETECTORS
 
     if engine not in DETECTOR_ENGINES:
         raise ValueError(
             f"detector.engine must be one of {', '.join(DETECTOR_ENGINES)}, got {engine!r}"
         )
-    if backend not in TORCHVISION_DETECTORS:
+    if backend not in TORCHVISION_DETECTORS + RTMDET_DETECTORS:
         return "torch"
     if engine == "auto":
         return "onnxruntime" if device.type == "cpu" and onnxruntime_available() else "torch"
@@ -452,6 +455,97 @@ def _check_backbone_export(
                 )
 
 
+class OnnxRTMDet:
+    """An RTMDet network exported to ONNX, run by ONNX Runtime with the module's call: (N, 3, S,
+    S) normalised BGR -> (class logits per level, box distances per level) on the input's
+    device."""
+
+    def __init__(self, path: Path, levels: int, *, device: torch.device, threads: int = 0):
+        ort = _import_onnxruntime()
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))
+        self.session = onnx_session(ort, path, providers, threads or None)
+        self.levels = levels
+        self.source = path
+
+    def __call__(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        outputs = self.session.run(None, {"images": x.detach().float().cpu().numpy()})
+        tensors = [torch.from_numpy(value).to(x.device) for value in outputs]
+        return tensors[: self.levels], tensors[self.levels :]
+
+
+class _RTMDetOutputs(torch.nn.Module):
+    """RTMDet with a flat tuple output (class logits of every level, then box distances)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        class_logits, distances = self.model(x)
+        return (*class_logits, *distances)
+
+
+def export_rtmdet(
+    model_name: str, model: torch.nn.Module, *, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """ONNX export of an RTMDet network (cached like the pose exports: name, weights hash,
+    torch version, opset), checked against PyTorch on one input; input ``images``
+    (N, 3, S, S), outputs ``cls_score_s8`` ... then ``distance_s8`` ...
+
+    Raises:
+        RuntimeBackendError: the export fails or does not reproduce PyTorch's outputs.
+    """
+    torch_version = torch.__version__.split("+")[0]
+    fingerprint = weights_fingerprint(model, {"model": model_name})
+    path = exports_cache_dir(cache_dir) / (
+        f"{model_name}-{fingerprint}-torch{torch_version}-opset{MIN_OPSET}"
+        f"-v{EXPORT_FORMAT_VERSION}.onnx"
+    )
+    if path.is_file():
+        return path
+    logger.info("exporting %s to ONNX (first use): %s", model_name, path)
+    size = model.input_size
+    example = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 4 - 2
+    wrapper = _RTMDetOutputs(copy.deepcopy(model).cpu().float()).eval()
+    names = [f"cls_score_s{s}" for s in model.strides] + [f"distance_s{s}" for s in model.strides]
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=MIN_OPSET,
+                input_names=["images"],
+                output_names=names,
+                dynamic_axes={name: {0: "batch"} for name in ["images", *names]},
+                do_constant_folding=True,
+            )
+    except Exception as error:
+        raise RuntimeBackendError(f"ONNX export of {model_name} failed: {error}") from None
+    ort = _import_onnxruntime()
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = wrapper(example)
+    outputs = session.run(None, {"images": example.numpy()})
+    for name, got, want in zip(names, outputs, expected, strict=True):
+        scale = float(want.abs().max()) or 1.0
+        difference = float(np.abs(got - want.numpy()).max()) / scale
+        if not difference <= EXPORT_TOLERANCE:
+            raise RuntimeBackendError(
+                f"the ONNX export of {model_name} differs from PyTorch at {name} by "
+                f"{difference:.2e} of its range; not used"
+            )
+    with atomic_write(path) as stream:
+        stream.write(buffer.getvalue())
+    return path
+
+
 def build_person_detector(
     backend: str,
     *,
@@ -475,7 +569,7 @@ def build_person_detector(
         ValueError, pose_ros.detection.DetectorError: as build_detector;
         RuntimeBackendError: engine ``onnxruntime`` asked for and unusable.
     """
-    from pose_ros.detection import TORCHVISION_DETECTORS, build_detector
+    from pose_ros.detection import RTMDET_DETECTORS, TORCHVISION_DETECTORS, build_detector
 
     chosen = resolve_detector_engine(engine, backend, device)
     extra: dict[str, Any] = {}
@@ -495,6 +589,19 @@ def build_person_detector(
     )
     detector.engine = "torch"
     if chosen != "onnxruntime":
+        return detector
+    if backend in RTMDET_DETECTORS:
+        try:
+            path = export_rtmdet(backend, detector.model, cache_dir=cache_dir)
+            detector.network = OnnxRTMDet(
+                path, len(detector.model.strides), device=device, threads=threads
+            )
+        except RuntimeBackendError as error:
+            if engine != "auto":
+                raise
+            logger.warning("detector.engine auto: %s; running %s on PyTorch", error, backend)
+            return detector
+        detector.engine = "onnxruntime"
         return detector
     model = detector.model
     try:

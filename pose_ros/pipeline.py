@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
-from pose_ros import _requirements, codec, geometry
+from pose_ros import _requirements, codec, geometry, simcc
 from pose_ros.images import check_image
 from pose_ros.keypoints import COCO_PERSON_CATEGORY_ID, NUM_KEYPOINTS
 from pose_ros.types import (
     MIN_IMAGE_SIDE,
     OUTPUT_HEATMAPS,
+    OUTPUT_SIMCC,
     RANDOM_WEIGHTS_PREFIX,
     FrameBoxes,
     Person,
@@ -442,6 +443,40 @@ class PoseEstimator:
             coords, scores = codec.decode_heatmaps(heatmaps, self.decode, rule=rule)
         return coords, scores, tuple(self.model.heatmap_size), network_done
 
+    def _run_simcc_network(
+        self, batch: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float]:
+        """SimCC networks (RTMPose): the crops (and, with the flip test, their mirror images in
+        the same batch) through the network, the vectors averaged with the flipped ones mapped
+        back (:func:`pose_ros.simcc.flip_simcc_back`, mmpose's flip test), then decoded: argmax
+        per axis, the smaller maximum as the score (:mod:`pose_ros.simcc`). ``decode`` (quarter,
+        dark) applies to heatmaps only.
+
+        Returns:
+            (N, K, 2) coordinates in input pixels, (N, K) scores, the input (h, w), and the
+            time (perf_counter) at which the network's output was on the host.
+        """
+        count = batch.shape[0]
+        if self.flip_test:
+            batch = torch.cat([batch, batch.flip(-1)])
+        simcc_x, simcc_y = (v.float() for v in self.model(batch))
+        if self.flip_test:
+            back_x, back_y = simcc.flip_simcc_back(simcc_x[count:], simcc_y[count:])
+            simcc_x = (simcc_x[:count] + back_x) * 0.5
+            simcc_y = (simcc_y[:count] + back_y) * 0.5
+        ratio = float(getattr(self.model, "simcc_split_ratio", simcc.SIMCC_SPLIT_RATIO))
+        if self.device_decode:
+            # Argmax on the device: only (N, 17, 3) comes back to the host.
+            coords_t, scores_t = simcc.decode_simcc_torch(simcc_x, simcc_y, ratio)
+            decoded = torch.cat([coords_t, scores_t[..., None]], dim=-1).cpu().numpy()
+            coords, scores = decoded[..., :2], decoded[..., 2]
+            network_done = time.perf_counter()
+        else:
+            simcc_x, simcc_y = simcc_x.cpu(), simcc_y.cpu()
+            network_done = time.perf_counter()
+            coords, scores = simcc.decode_simcc(simcc_x, simcc_y, ratio)
+        return coords, scores, tuple(self.model.input_size), network_done
+
     #: How each kind of network output (``output_kind``) becomes keypoints in the crop: a method
     #: taking the normalised batch and returning (coords, scores, the (h, w) the coords refer to,
     #: the time the network's output was on the host).
@@ -453,7 +488,7 @@ class PoseEstimator:
                 tuple[np.ndarray, np.ndarray, tuple[int, int], float],
             ],
         ]
-    ] = {OUTPUT_HEATMAPS: _run_heatmap_network}
+    ] = {OUTPUT_HEATMAPS: _run_heatmap_network, OUTPUT_SIMCC: _run_simcc_network}
 
     def _upload(self, images: list[np.ndarray]) -> Iterator[torch.Tensor]:
         """The (H, W, 3) uint8 frames on the device, each uploaded once.

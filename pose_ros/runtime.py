@@ -1,11 +1,18 @@
 """Runners of exported pose networks (ONNX Runtime, TensorRT) for the inference pipeline.
 
 A runner is not an ``nn.Module``; it has what the pipeline uses of a PoseNet: ``preprocessing``,
-``num_keypoints``, ``input_size``, ``heatmap_size``, ``arch`` and ``__call__(x) -> heatmaps``
-(x: (N, 3, H, W) normalised crops on any device, any float dtype; heatmaps: (N, K, H/4, W/4)
-float32 on x's device). Everything a runner needs besides the weights (colour order, mean/std,
-input size) travels in the ``.onnx`` file's ``metadata_props``, written by
-``pose_ros.training.export``, so ``OnnxPoseRunner("model.onnx")`` needs nothing else.
+``num_keypoints``, ``input_size``, ``heatmap_size``, ``arch``, ``output_kind`` and ``__call__(x)``
+(x: (N, 3, H, W) normalised crops on any device, any float dtype; the result float32 on x's
+device: heatmaps (N, K, H/4, W/4), or for SimCC networks (RTMPose) the pair simcc_x, simcc_y).
+Everything a runner needs besides the weights (colour order, mean/std, input size, output kind)
+travels in the ``.onnx`` file's ``metadata_props``, written by ``pose_ros.training.export``, so
+``OnnxPoseRunner("model.onnx")`` needs nothing else.
+
+mmpose's own RTMPose exports (mmdeploy's ``end2end.onnx``: input ``input``, outputs ``simcc_x``
+and ``simcc_y``, no pose_ros metadata) load too: the graph holds no normalisation, and mmpose
+trained these networks on RGB pixels normalised with mean (123.675, 116.28, 103.53) and std
+(58.395, 57.12, 57.375) (``bgr_to_rgb=True`` in its configs), which is what the runner records
+(see :func:`mmpose_simcc_metadata`).
 
 TensorRT engines are built from the ONNX file (fp16, one optimisation profile for batch
 1..max_batch) and cached beside it; the file name holds the TensorRT version and the GPU name,
@@ -33,15 +40,22 @@ import numpy as np
 import torch
 
 from pose_ros.fileio import atomic_write
-from pose_ros.models import Preprocessing
+from pose_ros.models import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from pose_ros.types import OUTPUT_HEATMAPS, OUTPUT_SIMCC
 
 #: ONNX metadata_props keys written by the exporter.
 META_PREPROCESSING = "pose_ros.preprocessing"
 META_ARCH = "pose_ros.arch"
 META_NUM_KEYPOINTS = "pose_ros.num_keypoints"
 META_HEATMAP_SIZE = "pose_ros.heatmap_size"
+#: What the graph returns (``pose_ros.types``: heatmaps or simcc); absent in older exports.
+META_OUTPUT_KIND = "pose_ros.output_kind"
+#: Bins per input pixel of a SimCC network's output.
+META_SIMCC_SPLIT_RATIO = "pose_ros.simcc_split_ratio"
 INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
+#: Output names of SimCC networks (mmpose's, so that its exports and ours read alike).
+SIMCC_OUTPUT_NAMES = ("simcc_x", "simcc_y")
 #: Lowest opset accepted: 17 has every op of the pose networks in its final form.
 MIN_OPSET = 17
 
@@ -72,6 +86,11 @@ class _RunnerBase:
             ) from None
         self._heatmap_size = (int(height), int(width))
         self.source = source
+        self.output_kind = metadata.get(META_OUTPUT_KIND, OUTPUT_HEATMAPS)
+        if self.output_kind not in (OUTPUT_HEATMAPS, OUTPUT_SIMCC):
+            raise RuntimeBackendError(f"{source}: unknown output kind {self.output_kind!r}")
+        if self.output_kind == OUTPUT_SIMCC:
+            self.simcc_split_ratio = float(metadata.get(META_SIMCC_SPLIT_RATIO, "2.0"))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -87,14 +106,55 @@ def export_metadata(
     arch: dict[str, Any],
     num_keypoints: int,
     heatmap_size: tuple[int, int],
+    output_kind: str = OUTPUT_HEATMAPS,
+    simcc_split_ratio: float | None = None,
 ) -> dict[str, str]:
     """The ``metadata_props`` an exported pose network carries (all values JSON strings)."""
-    return {
+    metadata = {
         META_PREPROCESSING: json.dumps(preprocessing.to_dict()),
         META_ARCH: json.dumps(arch),
         META_NUM_KEYPOINTS: str(int(num_keypoints)),
         META_HEATMAP_SIZE: json.dumps([int(v) for v in heatmap_size]),
+        META_OUTPUT_KIND: output_kind,
     }
+    if simcc_split_ratio is not None:
+        metadata[META_SIMCC_SPLIT_RATIO] = repr(float(simcc_split_ratio))
+    return metadata
+
+
+def mmpose_simcc_metadata(inputs: list[Any], outputs: list[Any]) -> dict[str, str] | None:
+    """pose_ros metadata for an mmpose RTMPose export without it (mmdeploy's ``end2end.onnx``),
+    from the graph's inputs and outputs (ONNX Runtime ``NodeArg``s), or None when the graph is
+    not one: one (N, 3, H, W) input of static H, W and the outputs ``simcc_x`` (N, K, W * r),
+    ``simcc_y`` (N, K, H * r).
+
+    The preprocessing is mmpose's for these weights: RGB, mean (123.675, 116.28, 103.53) and std
+    (58.395, 57.12, 57.375) on pixels 0..255 (= ImageNet's mean and std on pixel / 255), the
+    ``data_preprocessor`` of its RTMPose configs (``bgr_to_rgb=True``), which the exported graph
+    does not contain.
+    """
+    names = [output.name for output in outputs]
+    if len(inputs) != 1 or sorted(names) != sorted(SIMCC_OUTPUT_NAMES):
+        return None
+    shape = inputs[0].shape
+    by_name = {output.name: output.shape for output in outputs}
+    if len(shape) != 4 or not all(isinstance(v, int) and v > 0 for v in shape[2:]):
+        return None
+    height, width = int(shape[2]), int(shape[3])
+    shape_x, shape_y = by_name["simcc_x"], by_name["simcc_y"]
+    if len(shape_x) != 3 or not all(isinstance(v, int) for v in (*shape_x[1:], *shape_y[1:])):
+        return None
+    ratio = shape_x[2] / width
+    if shape_y[2] != round(height * ratio):
+        return None
+    return export_metadata(
+        Preprocessing("RGB", IMAGENET_MEAN, IMAGENET_STD, (height, width)),
+        {"name": "rtmpose (mmpose export)"},
+        int(shape_x[1]),
+        (int(shape_y[2]), int(shape_x[2])),
+        OUTPUT_SIMCC,
+        ratio,
+    )
 
 
 class OnnxPoseRunner(_RunnerBase):
@@ -145,16 +205,26 @@ class OnnxPoseRunner(_RunnerBase):
         else:
             providers = ["CPUExecutionProvider"]
         self.session = onnx_session(ort, path, providers, threads)
-        super().__init__(dict(self.session.get_modelmeta().custom_metadata_map), path)
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if META_PREPROCESSING not in metadata:
+            metadata = (
+                mmpose_simcc_metadata(self.session.get_inputs(), self.session.get_outputs())
+                or metadata
+            )
+        super().__init__(metadata, path)
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
-        self._output = self.session.get_outputs()[0].name
+        names = [output.name for output in self.session.get_outputs()]
+        self._outputs = list(SIMCC_OUTPUT_NAMES) if self.output_kind == OUTPUT_SIMCC else names[:1]
+        self._output = self._outputs[0]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised crops -> (N, K, H/4, W/4) float32 heatmaps on x's device."""
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """(N, 3, H, W) normalised crops -> float32 on x's device: (N, K, H/4, W/4) heatmaps, or
+        (simcc_x, simcc_y) for SimCC networks."""
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        (heatmaps,) = self.session.run([self._output], {self._input: array})
-        return torch.from_numpy(heatmaps).to(x.device)
+        outputs = self.session.run(self._outputs, {self._input: array})
+        tensors = tuple(torch.from_numpy(output).to(x.device) for output in outputs)
+        return tensors if self.output_kind == OUTPUT_SIMCC else tensors[0]
 
 
 def onnx_session(ort: Any, path: Path, providers: list[Any], threads: int | None) -> Any:
@@ -334,6 +404,13 @@ class TensorRTPoseRunner(_RunnerBase):
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._input, self._output = inputs[0], outputs[0]
+        if self.output_kind == OUTPUT_SIMCC:
+            self._outputs = list(SIMCC_OUTPUT_NAMES)
+            # Per output: its shape without the batch axis (static in these engines).
+            self._output_shapes = {
+                name: tuple(int(v) for v in engine.get_tensor_shape(name))[1:]
+                for name in self._outputs
+            }
 
     @classmethod
     def from_onnx(
@@ -351,11 +428,36 @@ class TensorRTPoseRunner(_RunnerBase):
         )
         return cls(engine, device=device)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised crops -> (N, K, H/4, W/4) float32 heatmaps on x's device."""
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """(N, 3, H, W) normalised crops -> float32 on x's device: (N, K, H/4, W/4) heatmaps, or
+        (simcc_x, simcc_y) for SimCC networks."""
         batch = x.detach().to(self.device, torch.float32).contiguous()
+        if self.output_kind == OUTPUT_SIMCC:
+            parts = [self._run_outputs(part) for part in batch.split(self.max_batch)]
+            return tuple(torch.cat(column).to(x.device) for column in zip(*parts, strict=True))
         chunks = [self._run(part) for part in batch.split(self.max_batch)]
         return torch.cat(chunks).to(x.device)
+
+    def _run_outputs(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """One chunk through an engine with several outputs (SimCC), in ``_outputs`` order."""
+        outputs = [
+            torch.empty(
+                (batch.shape[0], *self._output_shapes[name]),
+                dtype=torch.float32,
+                device=self.device,
+            )
+            for name in self._outputs
+        ]
+        self.context.set_input_shape(self._input, tuple(batch.shape))
+        self.context.set_tensor_address(self._input, batch.data_ptr())
+        for name, out in zip(self._outputs, outputs, strict=True):
+            self.context.set_tensor_address(name, out.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        with torch.cuda.device(self.device):
+            ok = self.context.execute_async_v3(stream.cuda_stream)
+        if not ok:
+            raise RuntimeBackendError(f"TensorRT execution failed for {self.source}")
+        return outputs
 
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         height, width = self.heatmap_size
@@ -411,9 +513,10 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int =
     """Write a pose network (fp32, CPU, eval mode) as ONNX with a dynamic batch axis and metadata.
 
     The graph takes ``input`` (N, 3, H, W) normalised crops and gives ``heatmaps``
-    (N, K, H/4, W/4); ``metadata_props`` carry the preprocessing and architecture, so that
-    :class:`OnnxPoseRunner` needs nothing else. The file is written atomically (a crash leaves the
-    old file or none, never half of one).
+    (N, K, H/4, W/4), or for SimCC networks (``model.output_names``) ``simcc_x`` (N, K, W * r)
+    and ``simcc_y`` (N, K, H * r); ``metadata_props`` carry the preprocessing, architecture and
+    output kind, so that :class:`OnnxPoseRunner` needs nothing else. The file is written
+    atomically (a crash leaves the old file or none, never half of one).
 
     Args:
         model: any PoseNet; it is copied to the CPU in eval mode, the original is not changed.
@@ -433,6 +536,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int =
     network = _cpu_eval_copy(model)
     height, width = model.input_size
     example = torch.zeros(2, 3, height, width)
+    output_names = list(getattr(model, "output_names", (OUTPUT_NAME,)))
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
@@ -445,13 +549,19 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, *, opset: int =
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=output_names,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *output_names]},
             do_constant_folding=True,
         )
     graph = onnx.load_from_string(buffer.getvalue())
+    output_kind = getattr(model, "output_kind", OUTPUT_HEATMAPS)
     metadata = export_metadata(
-        model.preprocessing, dict(model.arch), model.num_keypoints, tuple(model.heatmap_size)
+        model.preprocessing,
+        dict(model.arch),
+        model.num_keypoints,
+        tuple(model.heatmap_size),
+        output_kind,
+        getattr(model, "simcc_split_ratio", None) if output_kind == OUTPUT_SIMCC else None,
     )
     del graph.metadata_props[:]
     for key, value in metadata.items():
@@ -471,7 +581,8 @@ def compare_with_onnxruntime(
     batch_size: int = 3,
     seed: int = 0,
 ) -> float:
-    """Max abs heatmap difference between PyTorch (fp32, CPU) and ONNX Runtime (CPU).
+    """Max abs output difference (heatmaps, or both SimCC vectors) between PyTorch (fp32, CPU)
+    and ONNX Runtime (CPU).
 
     Args:
         inputs: (N, 3, H, W) normalised crops; default normal noise of that scale, ``batch_size``
@@ -484,12 +595,21 @@ def compare_with_onnxruntime(
         inputs = torch.randn(batch_size, 3, height, width, generator=generator)
     x = inputs.to("cpu", torch.float32)
     with torch.inference_mode():
-        expected = network(x).numpy()
-    runner = OnnxPoseRunner(onnx_path, device="cpu")
-    actual = runner(x).numpy()
-    if actual.shape != expected.shape:
-        raise RuntimeBackendError(f"ONNX output shape {actual.shape} != PyTorch {expected.shape}")
-    return float(np.abs(actual - expected).max())
+        expected = network(x)
+    actual = OnnxPoseRunner(onnx_path, device="cpu")(x)
+    pairs = list(zip(*(_as_tuple(v) for v in (actual, expected)), strict=True))
+    difference = 0.0
+    for got, want in pairs:
+        if got.shape != want.shape:
+            raise RuntimeBackendError(
+                f"ONNX output shape {tuple(got.shape)} != PyTorch {tuple(want.shape)}"
+            )
+        difference = max(difference, float(np.abs(got.numpy() - want.numpy()).max()))
+    return difference
+
+
+def _as_tuple(value: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 def _cpu_eval_copy(model: torch.nn.Module) -> torch.nn.Module:

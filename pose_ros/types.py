@@ -26,6 +26,9 @@ MIN_IMAGE_SIDE: Final[int] = 2
 #: What a pose network's ``__call__`` returns, by its ``output_kind`` attribute:
 #: ``heatmaps`` (N, K, h, w) Gaussian heatmaps (SimpleBaseline and the attention heads).
 OUTPUT_HEATMAPS: Final[str] = "heatmaps"
+#: ``simcc`` a pair (simcc_x (N, K, W * r), simcc_y (N, K, H * r)) of 1-D score vectors per
+#: keypoint, r bins per input pixel (RTMPose; ``pose_ros.simcc``).
+OUTPUT_SIMCC: Final[str] = "simcc"
 
 
 class PoseNetwork(Protocol):

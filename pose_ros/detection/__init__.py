@@ -1,9 +1,9 @@
 """Person detection: the boxes that the top-down pose network crops.
 
-Backends: torchvision's COCO detectors, YOLO ONNX exports on ONNX Runtime ("onnx_yolo"), and
-boxes supplied from outside ("given"). All share one post-processing step
-(:func:`postprocess_detections`) and return :class:`Detections`. Build one with
-:func:`build_detector`.
+Backends: torchvision's COCO detectors, RTMDet ("rtmdet_nano", "rtmdet_tiny"), YOLO ONNX exports
+on ONNX Runtime ("onnx_yolo"), and boxes supplied from outside ("given"). All share one
+post-processing step (:func:`postprocess_detections`) and return :class:`Detections`. Build one
+with :func:`build_detector`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,17 @@ from .onnx_yolo import (
     default_preprocess,
     letterbox,
 )
+from .rtmdet_backend import RTMDET_DETECTORS, RTMDetDetector
 from .torchvision_backend import TORCHVISION_DETECTORS, TorchvisionDetector
 
 #: Every name :func:`build_detector` accepts.
-DETECTOR_BACKENDS: tuple[str, ...] = (*TORCHVISION_DETECTORS, "onnx_yolo", "given", "full_image")
+DETECTOR_BACKENDS: tuple[str, ...] = (
+    *TORCHVISION_DETECTORS,
+    *RTMDET_DETECTORS,
+    "onnx_yolo",
+    "given",
+    "full_image",
+)
 
 
 def build_detector(
@@ -58,8 +65,10 @@ def build_detector(
     Args:
         backend: one of :data:`DETECTOR_BACKENDS`.
         weights: torchvision backends: a weights name ("DEFAULT", "COCO_V1"), a state_dict file,
-            or None for random weights (tests). "onnx_yolo": the .onnx file (required). "given"
-            and "full_image": unused (leave the default or None).
+            or None for random weights (tests). RTMDet backends: "DEFAULT" (the published
+            person detector of the checkpoint registry), a registry name, a file in mmdet's key
+            layout, or None (tests). "onnx_yolo": the .onnx file (required). "given" and
+            "full_image": unused (leave the default or None).
         device: where the network runs ("cpu", "cuda", "cuda:1").
         score_threshold: keep boxes scoring at least this, in [0, 1].
         nms_threshold: IoU of class-agnostic NMS, in [0, 1].
@@ -90,6 +99,14 @@ def build_detector(
             detection_filter=detection_filter,
             **backend_kwargs,
         )
+    if backend in RTMDET_DETECTORS:
+        return RTMDetDetector(
+            backend,
+            weights=weights,
+            device=device,
+            detection_filter=detection_filter,
+            **backend_kwargs,
+        )
     if backend == "onnx_yolo":
         if weights is None or weights == "DEFAULT":
             raise ValueError("the onnx_yolo detector needs weights=<path to a YOLO .onnx export>")
@@ -107,6 +124,7 @@ __all__ = [
     "COCO_PERSON_CATEGORY_ID",
     "COLOR_ORDERS",
     "DETECTOR_BACKENDS",
+    "RTMDET_DETECTORS",
     "TORCHVISION_DETECTORS",
     "YOLO_LAYOUTS",
     "DetectionFilter",
@@ -116,6 +134,7 @@ __all__ = [
     "GivenBoxesDetector",
     "OnnxYoloDetector",
     "PersonDetector",
+    "RTMDetDetector",
     "RawDetections",
     "TorchvisionDetector",
     "YoloPreprocess",

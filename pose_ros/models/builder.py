@@ -1,4 +1,5 @@
-"""Build any pose network by name, e.g. ``build_pose_model("attention_res50")``."""
+"""Build any pose network by name, e.g. ``build_pose_model("attention_res50")`` or
+``build_pose_model("rtmpose_s")``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from pose_ros.models.attention import PART_OUTPUTS
 from pose_ros.models.backbone import RESNET_DEPTHS, load_backbone_weights
 from pose_ros.models.posenet import AttentionPoseNet, PoseNet, SimpleBaseline
 from pose_ros.models.preprocessing import Preprocessing
+from pose_ros.models.rtmpose import RTMPOSE_VARIANTS, RTMPose, build_rtmpose
 
-__all__ = ["MODEL_FAMILIES", "MODEL_NAMES", "build_pose_model", "parse_model_name"]
+__all__ = [
+    "MODEL_FAMILIES",
+    "MODEL_NAMES",
+    "POSE_MODEL_NAMES",
+    "RTMPOSE_NAMES",
+    "build_pose_model",
+    "parse_model_name",
+]
 
 #: Family prefix -> attention kind (None for SimpleBaseline).
 MODEL_FAMILIES: dict[str, str | None] = {
@@ -25,6 +34,11 @@ MODEL_NAMES: tuple[str, ...] = tuple(
     f"{family}_res{depth}" for family in MODEL_FAMILIES for depth in RESNET_DEPTHS
 )
 
+#: The RTMPose networks (SimCC output; :mod:`pose_ros.models.rtmpose`).
+RTMPOSE_NAMES: tuple[str, ...] = tuple(RTMPOSE_VARIANTS)
+#: Every name :func:`build_pose_model` accepts.
+POSE_MODEL_NAMES: tuple[str, ...] = MODEL_NAMES + RTMPOSE_NAMES
+
 _STRIDE = 32
 _NAME_RE = re.compile(r"^(?P<family>[a-z_]+)_res(?P<depth>\d+)$")
 
@@ -33,7 +47,9 @@ def parse_model_name(name: str) -> tuple[str, int]:
     """``"attention_softmax_res50"`` -> ``("attention_softmax", 50)``; ValueError if unknown."""
     match = _NAME_RE.match(name) if isinstance(name, str) else None
     if match is None or name not in MODEL_NAMES:
-        raise ValueError(f"unknown pose model name {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+        raise ValueError(
+            f"unknown pose model name {name!r}; valid names: {', '.join(POSE_MODEL_NAMES)}"
+        )
     return match["family"], int(match["depth"])
 
 
@@ -48,12 +64,15 @@ def build_pose_model(
     crf_iterations: int | None = None,
     crf_kernel_size: int | None = None,
     part_output: str | None = None,
-) -> PoseNet:
+    **rtmpose_options: Any,
+) -> PoseNet | RTMPose:
     """A randomly initialised pose network (in training mode, as any new nn.Module).
 
     Args:
-        name: one of :data:`MODEL_NAMES`: ``simplebaseline_res{18,34,50,101,152}``,
-            ``attention_res{...}`` (CRF attention), ``attention_softmax_res{...}``.
+        name: one of :data:`POSE_MODEL_NAMES`: ``simplebaseline_res{18,34,50,101,152}``,
+            ``attention_res{...}`` (CRF attention), ``attention_softmax_res{...}`` (heatmaps),
+            ``rtmpose_{t,s,m,l}`` (SimCC; ``num_deconv_filters`` and the attention options do
+            not apply, ``backbone_weights`` is a file of ``backbone.*`` CSPNeXt weights).
         num_keypoints: K, the number of heatmaps (17 for COCO).
         input_size: (H, W) of the input crop, multiples of 32; default ``preprocessing``'s, or
             (256, 192). Heatmaps are (H/4, W/4).
@@ -65,11 +84,33 @@ def build_pose_model(
         crf_iterations: attention_res* only: T mean-field steps (default 3).
         crf_kernel_size: attention_res* only: odd size of the shared CRF kernel (default 3).
         part_output: attention models only: "heatmaps" (default) or "final_conv".
+        **rtmpose_options: rtmpose_* only: keyword arguments of
+            :class:`~pose_ros.models.rtmpose.RTMPose` (trunk size, head), as ``arch`` records
+            them.
 
     Raises:
         ValueError: an unknown name, an option that does not apply to the named family, or a bad
             value; the message lists the valid choices.
     """
+    if name in RTMPOSE_NAMES:
+        return _build_rtmpose(
+            name,
+            num_keypoints=num_keypoints,
+            input_size=input_size,
+            preprocessing=preprocessing,
+            backbone_weights=backbone_weights,
+            resnet_options={
+                "num_deconv_filters": None if num_deconv_filters == 256 else num_deconv_filters,
+                "crf_iterations": crf_iterations,
+                "crf_kernel_size": crf_kernel_size,
+                "part_output": part_output,
+            },
+            options=rtmpose_options,
+        )
+    if rtmpose_options:
+        raise ValueError(
+            f"{', '.join(sorted(rtmpose_options))} apply only to rtmpose_* models, not to {name}"
+        )
     family, depth = parse_model_name(name)
     kind = MODEL_FAMILIES[family]
     preprocessing = _resolve_preprocessing(input_size, preprocessing)
@@ -117,6 +158,52 @@ def build_pose_model(
     if backbone_weights is not None:
         load_backbone_weights(model, depth, backbone_weights)
     return model
+
+
+def _build_rtmpose(
+    name: str,
+    *,
+    num_keypoints: int,
+    input_size: Any,
+    preprocessing: Preprocessing | None,
+    backbone_weights: str | os.PathLike | None,
+    resnet_options: dict[str, Any],
+    options: dict[str, Any],
+) -> RTMPose:
+    given = [key for key, value in resnet_options.items() if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} do not apply to {name} (an RTMPose network)")
+    preprocessing = _resolve_preprocessing(input_size, preprocessing)
+    model = build_rtmpose(name, num_keypoints=num_keypoints, preprocessing=preprocessing, **options)
+    if backbone_weights is not None:
+        _load_cspnext_backbone(model, backbone_weights)
+    return model
+
+
+def _load_cspnext_backbone(model: RTMPose, weights: str | os.PathLike) -> None:
+    """``backbone.*`` weights of a file (an mmpose RTMPose / CSPNeXt checkpoint, or a bare
+    state dict) into the trunk; the head keeps its initialisation."""
+    import torch
+
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise ValueError(f"backbone_weights {path!r} is not a file (rtmpose_* take a file path)")
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise ValueError(f"backbone_weights file {path} does not hold a state dict")
+    state = {k[len("backbone.") :]: v for k, v in loaded.items() if k.startswith("backbone.")}
+    own = model.backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    mismatched = sorted(k for k in own if k in state and own[k].shape != state[k].shape)
+    if not state or missing or mismatched:
+        raise ValueError(
+            f"backbone weights {path} do not fit {model.arch['name']}'s CSPNeXt trunk: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(mismatched)} shape mismatches "
+            f"{mismatched[:5]}"
+        )
+    model.backbone.load_state_dict({k: state[k] for k in own})
 
 
 def _resolve_preprocessing(input_size: Any, preprocessing: Preprocessing | None) -> Preprocessing:

@@ -1,4 +1,5 @@
-"""Save and load pose networks: our own checkpoint format and published SimpleBaseline files.
+"""Save and load pose networks: our own checkpoint format and published SimpleBaseline and
+RTMPose files (and the state dicts of published RTMDet detectors, :func:`read_state_dict`).
 
 Our format (``save_checkpoint``) is one ``torch.save`` file holding only tensors and plain Python
 values, so it loads with ``torch.load(weights_only=True)`` and rebuilds the model on its own::
@@ -14,6 +15,9 @@ Published files load key for key into ``simplebaseline_res*`` (or, through
 * mmpose 1.x ``td-hm_res*``: ``{"meta", "state_dict"}`` with ``backbone.*``, ``head.*`` (and
   ``data_preprocessor.*``, ignored), RGB input; mmpose 0.x: ``keypoint_head.*`` instead of
   ``head.*``.
+* mmpose 1.x ``rtmpose-*``: the same form with a CSPNeXt ``backbone.*`` and an RTMCCHead
+  ``head.*`` (``head.gau.*``): loaded key for key into ``rtmpose_*``, the variant, input size and
+  head sizes read from the tensor shapes, RGB input.
 
 Nothing here runs code from a file. Files given by path go through ``torch.load(weights_only=True)``
 (plus the numpy array types that mmpose metadata can hold) and anything beyond plain data is
@@ -38,7 +42,7 @@ from torch import Tensor
 
 from pose_ros.fileio import atomic_write
 from pose_ros.models.backbone import depth_from_layout
-from pose_ros.models.builder import build_pose_model, parse_model_name
+from pose_ros.models.builder import POSE_MODEL_NAMES, build_pose_model, parse_model_name
 from pose_ros.models.errors import CheckpointError
 from pose_ros.models.posenet import (
     AttentionPoseNet,
@@ -54,6 +58,7 @@ from pose_ros.models.registry import (
     get_published_checkpoint,
     read_verified,
 )
+from pose_ros.models.rtmpose import RTMPOSE_VARIANTS, RTMPose
 from pose_ros.models.unpickling import RefusedGlobal, load_trusted
 
 __all__ = [
@@ -62,6 +67,7 @@ __all__ = [
     "CheckpointError",
     "detect_layout",
     "load_pose_model",
+    "read_state_dict",
     "save_checkpoint",
     "to_native_state_dict",
 ]
@@ -75,7 +81,7 @@ _SIZE_IN_NAME = re.compile(r"(?<!\d)(\d{2,4})x(\d{2,4})(?!\d)")
 
 
 def save_checkpoint(
-    model: PoseNet, path: str | os.PathLike, *, extra: dict[str, Any] | None = None
+    model: PoseNet | RTMPose, path: str | os.PathLike, *, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model`` to ``path`` in the pose_ros format, atomically; returns the path.
 
@@ -83,14 +89,14 @@ def save_checkpoint(
     ``os.replace``, so a reader never sees half a file and a crash leaves the old file intact.
 
     Args:
-        model: any :class:`PoseNet`.
+        model: any :class:`PoseNet` or :class:`~pose_ros.models.rtmpose.RTMPose`.
         path: destination; parent folders are created.
         extra: optional plain data (epoch, metrics, ...): None, bool, int, float, str, tensors,
             and lists / tuples / str-keyed dicts of those; anything else is a ValueError, because
             it would not load with ``weights_only=True``.
     """
-    if not isinstance(model, PoseNet):
-        raise ValueError(f"save_checkpoint needs a PoseNet, got {type(model).__name__}")
+    if not isinstance(model, (PoseNet, RTMPose)):
+        raise ValueError(f"save_checkpoint needs a PoseNet or RTMPose, got {type(model).__name__}")
     extra = {} if extra is None else extra
     _check_plain(extra, "extra")
     payload = {
@@ -114,7 +120,7 @@ def load_pose_model(
     input_size: tuple[int, int] | None = None,
     map_location: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
-) -> PoseNet:
+) -> PoseNet | RTMPose:
     """Build a pose network from a checkpoint file or a registry name.
 
     The model is returned in whatever mode ``nn.Module`` construction leaves it (training mode):
@@ -138,10 +144,58 @@ def load_pose_model(
             that do not fit the architecture (missing / unexpected keys and shape mismatches,
             summarised), or unusable metadata. The message names the file.
     """
+    path, entry, loaded = _read_checkpoint(source, map_location, cache_dir, pose=True)
+    if isinstance(loaded, Mapping) and loaded.get("format") == CHECKPOINT_FORMAT:
+        model = _load_own(loaded, path, arch, input_size)
+    else:
+        model = _load_published(loaded, path, arch, input_size, entry)
+    return model.to(map_location)
+
+
+def read_state_dict(
+    source: str | os.PathLike,
+    *,
+    map_location: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[dict[str, Tensor], Path, PublishedCheckpoint | None]:
+    """The state dict of a weights file or registry name (a detector's, say), read as
+    :func:`load_pose_model` reads its files: a registry file fetched and hash-checked, then
+    unpickled by the restricted loader; a file given by path with ``weights_only``. A
+    ``{"state_dict": ...}`` checkpoint gives its state dict, a DataParallel ``module.`` prefix
+    is dropped, ``data_preprocessor.*`` buffers too.
+
+    Returns:
+        (state dict, the file read, its registry record or None).
+
+    Raises:
+        CheckpointError: missing, unreadable, corrupt or hash-mismatched file, or no state dict.
+    """
+    path, entry, loaded = _read_checkpoint(source, map_location, cache_dir, pose=False)
+    state_dict = _state_dict_of(loaded, path)
+    return (
+        {k: v for k, v in state_dict.items() if not k.startswith("data_preprocessor.")},
+        path,
+        entry,
+    )
+
+
+def _read_checkpoint(
+    source: str | os.PathLike,
+    map_location: str | torch.device,
+    cache_dir: str | os.PathLike | None,
+    *,
+    pose: bool,
+) -> tuple[Path, PublishedCheckpoint | None, Any]:
+    """(the file, its registry record, its unpickled content) for a path or registry name."""
     entry = None
     path = Path(os.fspath(source)).expanduser()
     if not path.is_file() and isinstance(source, str) and source in PUBLISHED_CHECKPOINTS:
         entry = get_published_checkpoint(source)
+        if pose and entry.arch not in POSE_MODEL_NAMES:
+            raise CheckpointError(
+                f"{source!r} holds the weights of a person detector ({entry.arch}), not of a "
+                f"pose network: use it as the detector's weights (detector backend {entry.arch})."
+            )
         path = fetch_published_checkpoint(source, cache_dir=cache_dir)
     elif not path.exists():
         raise CheckpointError(
@@ -152,14 +206,27 @@ def load_pose_model(
         raise CheckpointError(f"Checkpoint {path} is not a file.")
 
     if entry is not None and entry.sha256_prefix:
-        loaded = _trusted_load(path, entry, map_location)
-    else:
-        loaded = _safe_load(path, map_location)
-    if isinstance(loaded, Mapping) and loaded.get("format") == CHECKPOINT_FORMAT:
-        model = _load_own(loaded, path, arch, input_size)
-    else:
-        model = _load_published(loaded, path, arch, input_size, entry)
-    return model.to(map_location)
+        return path, entry, _trusted_load(path, entry, map_location)
+    return path, entry, _safe_load(path, map_location)
+
+
+def _state_dict_of(loaded: Any, path: Path) -> Mapping[str, Tensor]:
+    """The state dict in an unpickled file (bare, or under "state_dict"), without a
+    DataParallel ``module.`` prefix."""
+    state_dict = loaded
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        state_dict = loaded["state_dict"]
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()
+    ):
+        raise CheckpointError(
+            f"Checkpoint {path} does not hold a state dict (a mapping of names to tensors), nor "
+            f"a pose_ros checkpoint."
+        )
+    # Weights saved from nn.DataParallel carry a "module." prefix on every key.
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
+    return state_dict
 
 
 def detect_layout(state_dict: Mapping[str, Any]) -> str:
@@ -301,6 +368,8 @@ def _load_own(
         recorded["input_size"] = preprocessing.input_size
         name = recorded.pop("name")
         warm_start = arch is not None and arch != name
+        if warm_start and name in RTMPOSE_VARIANTS:
+            raise ValueError(f"it holds a {name}, not a {arch}")
         if warm_start:
             family, _ = parse_model_name(arch)
             if family == "simplebaseline" or not name.startswith("simplebaseline"):
@@ -331,20 +400,15 @@ def _load_published(
     arch: str | None,
     input_size: tuple[int, int] | None,
     entry: PublishedCheckpoint | None,
-) -> PoseNet:
-    state_dict = loaded
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        state_dict = loaded["state_dict"]
-    if not isinstance(state_dict, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()
-    ):
+) -> PoseNet | RTMPose:
+    state_dict = _state_dict_of(loaded, path)
+    if is_rtmpose_state(state_dict):
+        return _load_rtmpose(state_dict, path, arch, input_size, entry)
+    if arch in RTMPOSE_VARIANTS:
         raise CheckpointError(
-            f"Checkpoint {path} does not hold a state dict (a mapping of names to tensors), nor "
-            f"a pose_ros checkpoint."
+            f"Checkpoint {path} does not hold RTMPose weights (no backbone.stem.* and head.gau.* "
+            f"keys), so it cannot load into {arch}."
         )
-    # Weights saved from nn.DataParallel carry a "module." prefix on every key.
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
     try:
         layout = detect_layout(state_dict)
     except ValueError as exc:
@@ -381,6 +445,84 @@ def _load_published(
     return model
 
 
+def is_rtmpose_state(state_dict: Mapping[str, Any]) -> bool:
+    """Whether a state dict has RTMPose's keys (mmpose's, which are also ours)."""
+    return "backbone.stem.0.conv.weight" in state_dict and "head.gau.uv.weight" in state_dict
+
+
+def _load_rtmpose(
+    state_dict: Mapping[str, Tensor],
+    path: Path,
+    arch: str | None,
+    input_size: tuple[int, int] | None,
+    entry: PublishedCheckpoint | None,
+) -> RTMPose:
+    """An RTMPose whose sizes are read from the tensor shapes, loaded key for key."""
+    state = {k: v for k, v in state_dict.items() if not k.startswith("data_preprocessor.")}
+    try:
+        name, options, size = _infer_rtmpose_arch(state, input_size or (entry and entry.input_size))
+        if arch is not None and arch != name:
+            raise ValueError(f"it holds an {name}, not an {arch}")
+        preprocessing = Preprocessing(
+            entry.color_order if entry is not None else "RGB", IMAGENET_MEAN, IMAGENET_STD, size
+        )
+        model = build_pose_model(name, preprocessing=preprocessing, **options)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CheckpointError(f"Checkpoint {path} (RTMPose keys): {exc}.") from None
+    _fit(model, state, path, "mmpose")
+    return model
+
+
+def _infer_rtmpose_arch(
+    state: Mapping[str, Tensor], input_size: tuple[int, int] | None
+) -> tuple[str, dict[str, Any], tuple[int, int]]:
+    """(variant name, RTMPose options, input size) from an RTMPose state dict's shapes."""
+    widen = state["backbone.stage4.0.conv.weight"].shape[0] / 1024
+    blocks = tuple(
+        len(
+            {
+                k.split(".")[4]
+                for k in state
+                if k.startswith(f"backbone.stage{i}.") and ".blocks." in k
+            }
+        )
+        for i in range(1, 5)
+    )
+    by_depth = [
+        name
+        for name, variant in RTMPOSE_VARIANTS.items()
+        if blocks == tuple(max(round(b * variant.deepen_factor), 1) for b in (3, 6, 6, 3))
+    ]
+    if not by_depth:
+        raise ValueError(f"no RTMPose variant has {blocks} blocks per trunk stage")
+    by_width = [n for n in by_depth if RTMPOSE_VARIANTS[n].widen_factor == widen]
+    name = (by_width or by_depth)[0]
+    length_x = state["head.cls_x.weight"].shape[0]
+    length_y = state["head.cls_y.weight"].shape[0]
+    hidden, tokens = state["head.mlp.1.weight"].shape
+    attention_dim = state["head.gau.gamma"].shape[1]
+    expansion = (state["head.gau.uv.weight"].shape[0] - attention_dim) / 2 / hidden
+    if input_size is None:
+        # The published head has 2 bins per pixel; the token count checks the guess.
+        input_size = (length_y // 2, length_x // 2)
+    height, width = input_size
+    if tokens != (height // 32) * (width // 32):
+        raise ValueError(
+            f"its head takes {tokens} feature cells, which does not fit a {height}x{width} input; "
+            f"pass input_size=(H, W)"
+        )
+    options: dict[str, Any] = {
+        "simcc_split_ratio": length_x / width,
+        "hidden_dims": int(hidden),
+        "attention_dim": int(attention_dim),
+        "expansion_factor": expansion if expansion != int(expansion) else int(expansion),
+        "final_layer_kernel_size": int(state["head.final_layer.weight"].shape[-1]),
+    }
+    if not by_width:
+        options["widen_factor"] = widen
+    return name, options, (int(height), int(width))
+
+
 def _warm_start(model: PoseNet, state_dict: Mapping[str, Tensor], path: Path, layout: str) -> None:
     """Initialise an attention model from SimpleBaseline weights (see init_from_simplebaseline)."""
     if not isinstance(model, AttentionPoseNet):
@@ -415,7 +557,9 @@ def _infer_arch(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
     }
 
 
-def _fit(model: PoseNet, state_dict: Mapping[str, Tensor], path: Path, layout: str = "") -> None:
+def _fit(
+    model: PoseNet | RTMPose, state_dict: Mapping[str, Tensor], path: Path, layout: str = ""
+) -> None:
     """Load ``state_dict`` strictly, after filling absent ``num_batches_tracked`` counters."""
     expected = model.state_dict()
     state = dict(state_dict)

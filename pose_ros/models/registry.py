@@ -1,4 +1,5 @@
-"""Registry of published SimpleBaseline COCO checkpoints, and their download cache.
+"""Registry of published checkpoints (SimpleBaseline and RTMPose COCO pose networks, RTMDet person
+detectors), and their download cache.
 
 ``load_pose_model("mmpose_res50_coco_256x192")`` looks the name up here, finds the file in the
 cache folder or downloads it (progress bar, sha256 prefix check), and loads it key for key.
@@ -38,8 +39,9 @@ __all__ = [
 ]
 
 #: Key layouts of published files: microsoft (bare state dict, BGR), mmpose 1.x ("backbone.*",
-#: "head.*"), mmpose 0.x ("backbone.*", "keypoint_head.*"); both mmpose ones RGB.
-LAYOUTS: tuple[str, ...] = ("microsoft", "mmpose", "mmpose0x")
+#: "head.*"), mmpose 0.x ("backbone.*", "keypoint_head.*"); both mmpose ones RGB; mmdet
+#: ("backbone.*", "neck.*", "bbox_head.*": the RTMDet person detectors, BGR).
+LAYOUTS: tuple[str, ...] = ("microsoft", "mmpose", "mmpose0x", "mmdet")
 
 _DOWNLOAD_TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
@@ -132,6 +134,56 @@ def _microsoft(depth: int, size: str) -> PublishedCheckpoint:
     )
 
 
+# RTMPose and RTMDet: URLs from mmpose's metafile configs/body_2d_keypoint/rtmpose/coco/
+# rtmpose_coco.yml (COCO-only and AIC+COCO training) and projects/rtmpose/README.md (the RTMDet
+# person detectors), read in a stored copy of the mmpose repository; the hash prefix is again the
+# file name's 8 hex digits (before the date, or before ".pth").
+_RTMPOSE_URL = "https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/"
+_RTMDET_NANO_URL = "https://download.openmmlab.com/mmpose/v1/projects/rtmpose/"
+_RTMPOSE_HOME = "https://github.com/open-mmlab/mmpose/tree/main/projects/rtmpose (model zoo)"
+
+
+def _hash_in_name(filename: str) -> str:
+    """The sha256 prefix an OpenMMLab publish step puts in a file name: the 8 hex digits after
+    the last '-', before '_<date>' or '.pth'."""
+    return filename.removesuffix(".pth").rsplit("-", 1)[1].split("_", 1)[0]
+
+
+def _rtmpose(size: str, data: str, input_size: str, sha_date: str) -> PublishedCheckpoint:
+    h, w = (int(v) for v in input_size.split("x"))
+    # mmpose's names: rtmpose-{tiny,s,m,l}_simcc-{coco,aic-coco}_pt-aic-coco_420e-HxW-<sha>_<date>
+    size_in_name = "tiny" if size == "t" else size
+    data_in_name = data.replace("_", "-")
+    filename = (
+        f"rtmpose-{size_in_name}_simcc-{data_in_name}_pt-aic-coco_420e-{input_size}-{sha_date}.pth"
+    )
+    return PublishedCheckpoint(
+        name=f"rtmpose_{size}_{data}_{input_size}",
+        arch=f"rtmpose_{size}",
+        layout="mmpose",
+        color_order="RGB",
+        input_size=(h, w),
+        filename=filename,
+        url=_RTMPOSE_URL + filename,
+        sha256_prefix=_hash_in_name(filename),
+        homepage=_RTMPOSE_HOME,
+    )
+
+
+def _rtmdet(name: str, arch: str, size: int, url_base: str, filename: str) -> PublishedCheckpoint:
+    return PublishedCheckpoint(
+        name=name,
+        arch=arch,
+        layout="mmdet",
+        color_order="BGR",
+        input_size=(size, size),
+        filename=filename,
+        url=url_base + filename,
+        sha256_prefix=_hash_in_name(filename),
+        homepage=_RTMPOSE_HOME,
+    )
+
+
 _ENTRIES: tuple[PublishedCheckpoint, ...] = (
     _mmpose(50, "256x192", "td-hm_res50_8xb64-210e_coco-256x192-04af38ce_20220923.pth", False),
     _mmpose(50, "384x288", "td-hm_res50_8xb64-210e_coco-384x288-7b8db90e_20220923.pth", False),
@@ -145,6 +197,30 @@ _ENTRIES: tuple[PublishedCheckpoint, ...] = (
     _mmpose(152, "256x192", "res152_coco_256x192-f6e307c2_20200709.pth", True),
     _mmpose(152, "384x288", "res152_coco_384x288-3860d4c9_20200709.pth", True),
     *(_microsoft(d, s) for d in (50, 101, 152) for s in ("256x192", "384x288")),
+    _rtmpose("t", "coco", "256x192", "e613ba3f_20230127"),
+    _rtmpose("s", "coco", "256x192", "8edcf0d7_20230127"),
+    _rtmpose("m", "coco", "256x192", "d8dd5ca4_20230127"),
+    _rtmpose("l", "coco", "256x192", "1352a4d2_20230127"),
+    _rtmpose("t", "aic_coco", "256x192", "cfc8f33d_20230126"),
+    _rtmpose("s", "aic_coco", "256x192", "fcb2599b_20230126"),
+    _rtmpose("m", "aic_coco", "256x192", "63eb25f7_20230126"),
+    _rtmpose("l", "aic_coco", "256x192", "f016ffe0_20230126"),
+    _rtmpose("m", "aic_coco", "384x288", "a62a0b32_20230228"),
+    _rtmpose("l", "aic_coco", "384x288", "97d6cb0f_20230228"),
+    _rtmdet(
+        "rtmdet_nano_person",
+        "rtmdet_nano",
+        320,
+        _RTMDET_NANO_URL,
+        "rtmdet_nano_8xb32-100e_coco-obj365-person-05d8511e.pth",
+    ),
+    _rtmdet(
+        "rtmdet_tiny_humanart",
+        "rtmdet_tiny",
+        640,
+        _RTMPOSE_URL,
+        "rtmdet_tiny_8xb32-300e_humanart-7da5554e.pth",
+    ),
 )
 
 # Mutable only through this private dict (tests patch entries); the public view is read-only.
