@@ -38,9 +38,11 @@ soak: build
 	$(PY) -m bench.soak $(SOAK_ARGS)
 
 # The end-to-end proof of training on real data (CPU, about a minute): the tiny network trained on
-# the 4 COCO images of ../shared until pycocotools AP >= 0.9; output in runs/overfit_coco4/.
+# the 4 COCO images of ../shared until pycocotools AP >= 0.9; output in runs/<config>/. RTMPose-t
+# (SimCC, the RTMPose recipe): make overfit OVERFIT_CONFIG=overfit_rtmpose_coco4
+OVERFIT_CONFIG ?= overfit_coco4
 overfit: setup
-	.venv/bin/python -m training.train overfit_coco4 --output-dir runs/overfit_coco4 --overwrite
+	.venv/bin/python -m training.train $(OVERFIT_CONFIG) --output-dir runs/$(OVERFIT_CONFIG) --overwrite
 
 # Training on your own GPU machine (README, "Training"): make train CONFIG=... GPUS=4 TRAIN_ARGS=...
 CONFIG ?= simplebaseline_res50_256x192

@@ -31,12 +31,14 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    #: a name known to ``pose_ros.models.build_pose_model`` (e.g. ``simplebaseline_res50``)
+    #: a name known to ``pose_ros.models.build_pose_model`` (e.g. ``simplebaseline_res50``,
+    #: ``rtmpose_s``)
     name: str = "simplebaseline_res50"
     #: network input (H, W); heatmaps are a quarter of it
     input_size: list[int] = field(default_factory=lambda: [256, 192])
     num_deconv_filters: int = 256
-    #: ImageNet backbone weights: a file path or a torchvision weights name; None = random init
+    #: backbone weights: a file path or a torchvision weights name (ResNet: ImageNet); for
+    #: rtmpose_* a file holding ``backbone.*`` CSPNeXt weights; None = random init
     backbone_weights: str | None = None
     #: a trained SimpleBaseline checkpoint to start an attention variant from (head fine-tune)
     init_from: str | None = None
@@ -63,11 +65,15 @@ class DataConfig:
     repeat: int = 1
     #: Gaussian sigma in heatmap pixels; None = 2 at 64x48, scaled with the heatmap height
     sigma: float | None = None
+    #: SimCC networks: the targets' Gaussian (x, y) in bins; None = mmpose's (4.9, 5.66) at
+    #: 256x192, scaled with the input
+    simcc_sigma: list[float] | None = None
 
 
 @dataclass
 class AugmentConfig:
-    """The reference recipe (Simple Baselines / mmpose top-down COCO)."""
+    """The reference recipe (Simple Baselines / mmpose top-down COCO) by default; RTMPose's
+    stronger one with ``bbox_transform: mmpose`` and the photometric and occlusion fields."""
 
     #: scale *= clip(randn * f + 1, 1 - f, 1 + f)
     scale_factor: float = 0.35
@@ -78,15 +84,61 @@ class AugmentConfig:
     half_body_prob: float = 0.3
     #: half-body only when more than this many keypoints are labelled
     half_body_min_keypoints: int = 8
+    #: how the crop region is drawn: "simplebaseline" (the fields above) or "mmpose" (mmpose's
+    #: RandomBBoxTransform: t ~ normal truncated to [-1, 1]; shift t * shift_factor of the
+    #: region with probability shift_prob; scale in scale_range as mid + t * half-width; rotation
+    #: t * rotation_factor with probability rotation_prob)
+    bbox_transform: str = "simplebaseline"
+    shift_factor: float = 0.0
+    shift_prob: float = 0.0
+    scale_range: list[float] = field(default_factory=lambda: [0.65, 1.35])
+    #: random HSV gains of mmdet's YOLOXHSVRandomAug (hue, saturation, value deltas; 0 = off)
+    hsv_deltas: list[int] = field(default_factory=lambda: [0, 0, 0])
+    #: box blur (kernel 3, 5 or 7) and median blur probabilities (albumentations Blur,
+    #: MedianBlur)
+    blur_prob: float = 0.0
+    median_blur_prob: float = 0.0
+    #: one rectangle of zeros, each side a random fraction in dropout_size of the crop's, with
+    #: this probability (albumentations CoarseDropout)
+    dropout_prob: float = 0.0
+    dropout_size: list[float] = field(default_factory=lambda: [0.2, 0.4])
+    #: from this epoch on, the fields in ``stage2`` replace these (mmpose's pipeline switch
+    #: for the last epochs); None: never
+    switch_epoch: int | None = None
+    stage2: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class OptimConfig:
+    #: "adam" or "adamw"
+    optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    #: False: no weight decay on BatchNorm / ScaleNorm weights and on biases (mmpose's
+    #: ``norm_decay_mult=0, bias_decay_mult=0``)
+    decay_norm_and_bias: bool = True
     epochs: int = 140
+    #: "multistep" (lr * gamma at each milestone epoch) or "flat_cosine" (flat, then cosine
+    #: from cosine_start_epoch to the end down to lr * min_lr_factor, per iteration)
+    schedule: str = "multistep"
     milestones: list[int] = field(default_factory=lambda: [90, 120])
     gamma: float = 0.1
+    cosine_start_epoch: int | None = None
+    min_lr_factor: float = 0.05
+    #: linear warm-up over the first iterations from lr * warmup_start_factor (0 = none)
+    warmup_iters: int = 0
+    warmup_start_factor: float = 1e-5
+
+
+@dataclass
+class LossConfig:
+    """The SimCC loss (mmpose's KLDiscretLoss); heatmap networks use the reference MSE."""
+
+    #: temperature of the predictions' softmax
+    simcc_beta: float = 10.0
+    #: softmax over the Gaussian targets too, with this temperature
+    simcc_label_softmax: bool = True
+    simcc_label_beta: float = 10.0
 
 
 @dataclass
@@ -119,6 +171,10 @@ class TrainConfig:
     vis_images: int = 4
     #: optimizer steps between loss/throughput logs (each log synchronises the device)
     log_interval: int = 20
+    #: exponential moving average of the weights (mmdet's ExpMomentumEMA: momentum
+    #: (1 - m) * exp(-(1 + step) / ema_gamma) + m), evaluated and saved as best.pth; None: off
+    ema_momentum: float | None = None
+    ema_gamma: float = 2000.0
 
 
 @dataclass
@@ -127,6 +183,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/simplebaseline_res50_256x192"

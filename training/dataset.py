@@ -7,6 +7,7 @@ so the commands can print one line instead of a traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from pose_ros.detection import DetectorError, load_coco_detections
 from pose_ros.geometry import box_to_center_scale, clip_boxes
 from pose_ros.keypoints import COCO_PERSON_CATEGORY_ID, NUM_KEYPOINTS
 
-from .augment import make_training_sample
+from .augment import make_simcc_sample, make_training_sample
 from .config import AugmentConfig
 
 
@@ -214,10 +215,13 @@ class CocoKeypointTrainSet(Dataset):
     """Augmented training samples, indexed by ``(epoch, index)``.
 
     The augmentation of a sample is drawn from a generator seeded with ``(seed, epoch, index)``,
-    so it does not depend on worker processes, their order or on resuming mid-run.
+    so it does not depend on worker processes, their order or on resuming mid-run; from
+    ``augment.switch_epoch`` on, ``augment.stage2`` replaces its fields (the epoch travels with
+    the index, so persistent workers switch too).
 
-    Each item is a dict: ``image`` (3, H, W) uint8 crop in ``color_order``, ``heatmaps`` (K, h, w)
-    float32 targets, ``weights`` (K,) float32 target weights.
+    Each item is a dict: ``image`` (3, H, W) uint8 crop in ``color_order``, ``weights`` (K,)
+    float32 target weights and the targets: ``heatmaps`` (K, h, w) float32, or with
+    ``simcc_sigma`` given (SimCC networks) ``simcc_x`` (K, W * r) and ``simcc_y`` (K, H * r).
     """
 
     def __init__(
@@ -231,6 +235,8 @@ class CocoKeypointTrainSet(Dataset):
         color_order: str,
         seed: int,
         repeat: int = 1,
+        simcc_sigma: tuple[float, float] | None = None,
+        simcc_split_ratio: float = 2.0,
     ) -> None:
         if not persons.instances:
             raise DatasetError(f"annotation file {persons.annotation_file}: no labelled persons")
@@ -239,6 +245,9 @@ class CocoKeypointTrainSet(Dataset):
         self.heatmap_size = tuple(heatmap_size)
         self.sigma = sigma
         self.augment = augment
+        self.augment_stage2 = dataclasses.replace(augment, **augment.stage2)
+        self.simcc_sigma = simcc_sigma
+        self.simcc_split_ratio = simcc_split_ratio
         self.color_order = color_order
         self.seed = seed
         self.repeat = max(1, repeat)
@@ -255,6 +264,27 @@ class CocoKeypointTrainSet(Dataset):
         instance = self.persons.instances[slot]
         rng = np.random.default_rng([self.seed, epoch, index])
         image = read_image(self.persons.image_paths[instance.image_id])
+        switch = self.augment.switch_epoch
+        augment = self.augment_stage2 if switch is not None and epoch >= switch else self.augment
+        if self.simcc_sigma is not None:
+            crop, x_labels, y_labels, weights = make_simcc_sample(
+                image,
+                instance.keypoints,
+                self.centers[slot],
+                self.scales[slot],
+                input_size=self.input_size,
+                sigma=self.simcc_sigma,
+                augment=augment,
+                rng=rng,
+                color_order=self.color_order,
+                split_ratio=self.simcc_split_ratio,
+            )
+            return {
+                "image": torch.from_numpy(crop),
+                "simcc_x": torch.from_numpy(x_labels),
+                "simcc_y": torch.from_numpy(y_labels),
+                "weights": torch.from_numpy(weights),
+            }
         crop, heatmaps, weights = make_training_sample(
             image,
             instance.keypoints,
@@ -263,7 +293,7 @@ class CocoKeypointTrainSet(Dataset):
             input_size=self.input_size,
             heatmap_size=self.heatmap_size,
             sigma=self.sigma,
-            augment=self.augment,
+            augment=augment,
             rng=rng,
             color_order=self.color_order,
         )

@@ -8,10 +8,11 @@
         --calibration-annotations person_keypoints_val2017.json --calibration-images val2017/
 
 The ONNX graph has a dynamic batch axis (input ``input`` (N, 3, H, W) normalised crops, output
-``heatmaps`` (N, K, H/4, W/4)), opset 17 by default, and carries the model's preprocessing and
-architecture in ``metadata_props`` so that :class:`pose_ros.runtime.OnnxPoseRunner` needs nothing
-else. ``--tensorrt`` also builds an fp16 engine for batch 1..max-batch where the ``tensorrt``
-package and a GPU are present (cached beside the ONNX file, keyed by TensorRT version and GPU).
+``heatmaps`` (N, K, H/4, W/4), or ``simcc_x`` (N, K, W * 2) and ``simcc_y`` (N, K, H * 2) for
+RTMPose), opset 17 by default, and carries the model's preprocessing, architecture and output kind
+in ``metadata_props`` so that :class:`pose_ros.runtime.OnnxPoseRunner` needs nothing else.
+``--tensorrt`` also builds an fp16 engine for batch 1..max-batch where the ``tensorrt`` package
+and a GPU are present (cached beside the ONNX file, keyed by TensorRT version and GPU).
 
 ``--int8`` also writes an int8 model for the CPU (``<output>.int8.onnx``: ONNX Runtime's static
 quantization, about 1.6-1.8x the fp32 speed on a CPU with VNNI, README "Benchmarks"), calibrated
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pose_ros import codec
+from pose_ros import codec, simcc
 from pose_ros.geometry import box_to_center_scale, crop_batch
 from pose_ros.models import CheckpointError, load_pose_model
 from pose_ros.runtime import (
@@ -41,6 +42,7 @@ from pose_ros.runtime import (
     export_onnx,
     quantize_int8,
 )
+from pose_ros.types import OUTPUT_SIMCC
 from training.dataset import CocoPersons, DatasetError, load_coco_persons, read_image
 
 # export_onnx and compare_with_onnxruntime live in pose_ros.runtime (the node exports on first use
@@ -85,11 +87,17 @@ def int8_keypoint_shift(
     fp32_path: Path, int8_path: Path, crops: torch.Tensor
 ) -> tuple[float, float, float]:
     """How far the int8 model's keypoints are from the fp32 model's on ``crops``, in heatmap
-    pixels (quarter decoding): (mean, 95th percentile, share of keypoints within one pixel)."""
+    pixels (quarter decoding; for SimCC networks input pixels / 4, the same length at the
+    heatmap networks' stride): (mean, 95th percentile, share of keypoints within one pixel)."""
     shifts = []
     for path in (fp32_path, int8_path):
         runner = OnnxPoseRunner(path, device="cpu")
-        coords, _ = codec.decode_heatmaps(runner(crops).numpy(), "quarter")
+        output = runner(crops)
+        if runner.output_kind == OUTPUT_SIMCC:
+            coords, _ = simcc.decode_simcc(*output, runner.simcc_split_ratio)
+            coords = coords / 4.0
+        else:
+            coords, _ = codec.decode_heatmaps(output.numpy(), "quarter")
         shifts.append(coords)
     distance = np.linalg.norm(shifts[0] - shifts[1], axis=-1).ravel()
     return float(distance.mean()), float(np.percentile(distance, 95)), float((distance <= 1).mean())

@@ -1,4 +1,4 @@
-"""The heatmap loss of Simple Baselines."""
+"""The heatmap loss of Simple Baselines and the SimCC loss of RTMPose."""
 
 from __future__ import annotations
 
@@ -23,3 +23,40 @@ def joints_mse_loss(
     w = weights.float()[..., None, None]
     difference = predicted.float() * w - target.float() * w
     return 0.5 * difference.pow(2).mean()
+
+
+def kl_discrete_loss(
+    predicted: tuple[torch.Tensor, torch.Tensor],
+    target: tuple[torch.Tensor, torch.Tensor],
+    weights: torch.Tensor,
+    *,
+    beta: float = 10.0,
+    label_softmax: bool = True,
+    label_beta: float = 10.0,
+) -> torch.Tensor:
+    """mmpose's KLDiscretLoss (RTMPose's ``beta=10, label_softmax=True``).
+
+    For each axis: KL(labels || softmax(beta * predicted)) averaged over the bins, labels being
+    ``softmax(label_beta * target)`` (or the targets as given), times the keypoint's weight;
+    summed over the batch and keypoints of both axes, divided by K.
+
+    Args:
+        predicted: (simcc_x (N, K, Wx), simcc_y (N, K, Wy)) logits.
+        target: the Gaussian targets of the same shapes.
+        weights: (N, K) target weights.
+
+    Returns:
+        Scalar tensor (computed in fp32).
+    """
+    keypoints = predicted[0].shape[1]
+    weight = weights.float().reshape(-1)
+    total = predicted[0].new_zeros((), dtype=torch.float32)
+    for output, labels in zip(predicted, target, strict=True):
+        output = output.float().reshape(-1, output.shape[-1])
+        labels = labels.float().reshape(-1, labels.shape[-1])
+        log_p = torch.log_softmax(output * beta, dim=1)
+        if label_softmax:
+            labels = torch.softmax(labels * label_beta, dim=1)
+        divergence = torch.nn.functional.kl_div(log_p, labels, reduction="none").mean(dim=1)
+        total = total + (divergence * weight).sum()
+    return total / keypoints

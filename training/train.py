@@ -12,6 +12,10 @@ reads its share of every epoch (DistributedSampler), losses and throughput are r
 ranks and only rank 0 writes files. On GPU: mixed precision (bf16, or fp16 with a GradScaler)
 and channels-last; on CPU plain fp32.
 
+Heatmap networks train on Gaussian heatmaps with the reference MSE; SimCC networks (RTMPose) on
+SimCC targets with mmpose's KL divergence (``loss``), and with ``train.ema_momentum`` the
+evaluated and saved model is the weights' moving average (:mod:`training.optim`).
+
 Files in ``output_dir``: ``config.yaml``; ``last.pth`` (the full training state after every epoch,
 for ``--resume``); ``best.pth`` (the best-AP model in the pose_ros checkpoint format, which
 ``pose_ros.models.load_pose_model``, the node and the CLI load); ``eval/`` (results and metrics
@@ -44,13 +48,17 @@ from pose_ros.fileio import atomic_write
 from pose_ros.models import (
     AttentionPoseNet,
     CheckpointError,
-    PoseNet,
     SimpleBaseline,
     build_pose_model,
     init_from_simplebaseline,
     load_pose_model,
     save_checkpoint,
 )
+from pose_ros.models.builder import RTMPOSE_NAMES
+from pose_ros.models.checkpoints import load_cspnext_backbone
+from pose_ros.models.rtmpose import RTMPose
+from pose_ros.simcc import DEFAULT_SIMCC_SIGMA, SIMCC_SPLIT_RATIO
+from pose_ros.types import OUTPUT_HEATMAPS, OUTPUT_SIMCC
 
 from .augment import default_sigma
 from .config import Config, ConfigError, config_from_dict, load_config
@@ -63,7 +71,8 @@ from .dataset import (
     load_detections,
 )
 from .evaluate import evaluate_model, format_metrics
-from .loss import joints_mse_loss
+from .loss import joints_mse_loss, kl_discrete_loss
+from .optim import ExpMomentumEMA, build_optimizer, build_scheduler
 from .state import (
     TRAINING_STATE_FORMAT,
     TRAINING_STATE_VERSION,
@@ -142,8 +151,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-def build_model(config: Config) -> PoseNet:
-    """The network of ``config.model``: ImageNet trunk if given, or a SimpleBaseline start."""
+def build_model(config: Config) -> nn.Module:
+    """The network of ``config.model``: backbone weights if given, or a SimpleBaseline start."""
     model_cfg = config.model
     preprocessing = None
     start = None
@@ -156,18 +165,33 @@ def build_model(config: Config) -> PoseNet:
                 f"model.init_from {model_cfg.init_from} was trained at {preprocessing.input_size}, "
                 f"model.input_size is {model_cfg.input_size}"
             )
+    simcc = model_cfg.name in RTMPOSE_NAMES
     try:
         model = build_pose_model(
             model_cfg.name,
             input_size=None if preprocessing else tuple(model_cfg.input_size),
             num_deconv_filters=model_cfg.num_deconv_filters,
-            backbone_weights=model_cfg.backbone_weights,
+            backbone_weights=None if simcc else model_cfg.backbone_weights,
             preprocessing=preprocessing,
             **model_cfg.attention,
         )
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model: {error}") from None
-    if start is not None:
+    if simcc and model_cfg.backbone_weights:
+        # A file or registry name (cspnext_s_udp_aic_coco_256x192...): the verified loader.
+        load_cspnext_backbone(model, model_cfg.backbone_weights)
+    if start is not None and isinstance(model, RTMPose):
+        # Fine-tuning: the same RTMPose (a published file or a checkpoint of ours) as the start.
+        if not isinstance(start, RTMPose) or start.arch["name"] != model.arch["name"]:
+            raise ConfigError(
+                f"model.init_from {model_cfg.init_from} holds a {start.arch['name']}, not a "
+                f"{model.arch['name']}"
+            )
+        try:
+            model.load_state_dict(start.state_dict())
+        except RuntimeError as error:
+            raise ConfigError(f"model.init_from {model_cfg.init_from}: {error}") from None
+    elif start is not None:
         if not isinstance(model, AttentionPoseNet) or not isinstance(start, SimpleBaseline):
             raise ConfigError(
                 f"model.init_from starts an attention model from a SimpleBaseline; got "
@@ -185,7 +209,7 @@ def build_model(config: Config) -> PoseNet:
     return model
 
 
-def set_train_mode(network: nn.Module, model: PoseNet, frozen: list[str]) -> None:
+def set_train_mode(network: nn.Module, model: nn.Module, frozen: list[str]) -> None:
     """Training mode (``network`` may be the DDP wrapper of ``model``), except frozen modules,
     whose BatchNorm statistics stay fixed."""
     network.train()
@@ -291,8 +315,12 @@ def _train(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     preprocessing = model.preprocessing
+    output_kind = getattr(model, "output_kind", OUTPUT_HEATMAPS)
     heatmap_size = tuple(model.heatmap_size)
     sigma = config.data.sigma if config.data.sigma is not None else default_sigma(heatmap_size)
+    simcc_sigma = None
+    if output_kind == OUTPUT_SIMCC:
+        simcc_sigma = simcc_target_sigma(config, tuple(model.input_size))
     dataset = CocoKeypointTrainSet(
         train_persons,
         input_size=tuple(model.input_size),
@@ -302,18 +330,18 @@ def _train(
         color_order=preprocessing.color_order,
         seed=config.train.seed,
         repeat=config.data.repeat,
+        simcc_sigma=simcc_sigma,
+        simcc_split_ratio=getattr(model, "simcc_split_ratio", SIMCC_SPLIT_RATIO),
     )
     loader, sampler = build_train_loader(dataset, config, dist)
     batches_per_epoch = math.ceil(sampler.num_samples / config.data.batch_size)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(
-        trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=config.optim.milestones, gamma=config.optim.gamma
-    )
+    optimizer = build_optimizer(model, config.optim)
+    scheduler, per_iteration = build_scheduler(optimizer, config.optim, batches_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == torch.float16)
+    ema = None
+    if config.train.ema_momentum is not None:
+        ema = ExpMomentumEMA(model, config.train.ema_momentum, config.train.ema_gamma)
 
     epoch, batch_in_epoch, step, best_ap = 0, 0, 0, -1.0
     if resume is not None:
@@ -323,6 +351,10 @@ def _train(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
+        if ema is not None:
+            if "ema" not in state:
+                raise TrainingStateError(f"{resume} holds no weight average (train.ema_momentum)")
+            ema.load_state_dict(state["ema"])
         epoch, batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         step, best_ap = state["step"], state["best_ap"]
         if dist.is_main:
@@ -345,7 +377,7 @@ def _train(
         writer = SummaryWriter(str(output_dir / "tensorboard"))
         print(
             f"training {model.arch['name']} {model.input_size[0]}x{model.input_size[1]} "
-            f"({preprocessing.color_order}) on {dist.device} x{dist.world_size}, "
+            f"({preprocessing.color_order}, {output_kind}) on {dist.device} x{dist.world_size}, "
             f"precision {precision or 'fp32'}, {len(train_persons.instances)} persons, "
             f"{batches_per_epoch} batches/epoch, output {output_dir}"
         )
@@ -374,6 +406,7 @@ def _train(
                     "best_ap": best_ap,
                     "rng": capture_rng_state(),
                     "config": config.to_dict(),
+                    **({"ema": ema.state_dict()} if ema is not None else {}),
                 },
                 stream,
             )
@@ -398,7 +431,6 @@ def _train(
         running = torch.zeros((), device=dist.device)
         for batch in progress:
             images = batch["image"].to(dist.device, non_blocking=True)
-            target = batch["heatmaps"].to(dist.device, non_blocking=True)
             weights = batch["weights"].to(dist.device, non_blocking=True)
             # The same normalisation as inference (crops are already in the weights' order).
             inputs = preprocessing.normalize(
@@ -410,11 +442,15 @@ def _train(
                 dist.device.type, dtype=precision or torch.float32, enabled=precision is not None
             ):
                 output = network(inputs)
-            loss = joints_mse_loss(output, target, weights)
+            loss = training_loss(output, batch, weights, output_kind, config, dist.device)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if per_iteration:
+                scheduler.step()
+            if ema is not None:
+                ema.update(model)
             step += 1
             batch_in_epoch += 1
             running += loss.detach()
@@ -438,15 +474,17 @@ def _train(
         progress.close()
         if batch_in_epoch < batches_per_epoch:  # stopped inside the epoch
             break
-        scheduler.step()
+        if not per_iteration:
+            scheduler.step()
         epoch += 1
         batch_in_epoch = 0
         if epoch % config.train.eval_interval == 0 or epoch == config.optim.epochs:
-            ap = _evaluate(model, val_persons, detections, config, dist, epoch, step, writer)
+            evaluated = ema.module if ema is not None else model
+            ap = _evaluate(evaluated, val_persons, detections, config, dist, epoch, step, writer)
             if dist.is_main and ap > best_ap:
                 best_ap = ap
                 save_checkpoint(
-                    model,
+                    evaluated,
                     best_path,
                     extra={"epoch": epoch, "step": step, "AP": ap, "config": config.to_dict()},
                 )
@@ -466,8 +504,41 @@ def _train(
     )
 
 
+def simcc_target_sigma(config: Config, input_size: tuple[int, int]) -> tuple[float, float]:
+    """The SimCC targets' (x, y) sigma in bins: ``data.simcc_sigma``, else mmpose's (4.9,
+    5.66) at 256x192 scaled with the input."""
+    if config.data.simcc_sigma is not None:
+        if len(config.data.simcc_sigma) != 2:
+            raise ConfigError(f"data.simcc_sigma must be [x, y], got {config.data.simcc_sigma}")
+        return float(config.data.simcc_sigma[0]), float(config.data.simcc_sigma[1])
+    height, width = input_size
+    return DEFAULT_SIMCC_SIGMA[0] * width / 192, DEFAULT_SIMCC_SIGMA[1] * height / 256
+
+
+def training_loss(
+    output: Any,
+    batch: dict[str, torch.Tensor],
+    weights: torch.Tensor,
+    output_kind: str,
+    config: Config,
+    device: torch.device,
+) -> torch.Tensor:
+    """The loss of the network's output kind: heatmap MSE or SimCC KL divergence."""
+    if output_kind == OUTPUT_SIMCC:
+        targets = tuple(batch[k].to(device, non_blocking=True) for k in ("simcc_x", "simcc_y"))
+        return kl_discrete_loss(
+            tuple(output),
+            targets,
+            weights,
+            beta=config.loss.simcc_beta,
+            label_softmax=config.loss.simcc_label_softmax,
+            label_beta=config.loss.simcc_label_beta,
+        )
+    return joints_mse_loss(output, batch["heatmaps"].to(device, non_blocking=True), weights)
+
+
 def _evaluate(
-    model: PoseNet,
+    model: nn.Module,
     val_persons: CocoPersons,
     detections: dict[int, tuple[np.ndarray, np.ndarray]] | None,
     config: Config,

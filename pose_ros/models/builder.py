@@ -71,8 +71,8 @@ def build_pose_model(
     Args:
         name: one of :data:`POSE_MODEL_NAMES`: ``simplebaseline_res{18,34,50,101,152}``,
             ``attention_res{...}`` (CRF attention), ``attention_softmax_res{...}`` (heatmaps),
-            ``rtmpose_{t,s,m,l}`` (SimCC; ``num_deconv_filters`` and the attention options do
-            not apply, ``backbone_weights`` is a file of ``backbone.*`` CSPNeXt weights).
+            ``rtmpose_{t,s,m,l}`` (SimCC; ``num_deconv_filters``, ``backbone_weights`` and the
+            attention options do not apply: see ``checkpoints.load_cspnext_backbone``).
         num_keypoints: K, the number of heatmaps (17 for COCO).
         input_size: (H, W) of the input crop, multiples of 32; default ``preprocessing``'s, or
             (256, 192). Heatmaps are (H/4, W/4).
@@ -173,37 +173,13 @@ def _build_rtmpose(
     given = [key for key, value in resnet_options.items() if value is not None]
     if given:
         raise ValueError(f"{', '.join(given)} do not apply to {name} (an RTMPose network)")
-    preprocessing = _resolve_preprocessing(input_size, preprocessing)
-    model = build_rtmpose(name, num_keypoints=num_keypoints, preprocessing=preprocessing, **options)
     if backbone_weights is not None:
-        _load_cspnext_backbone(model, backbone_weights)
-    return model
-
-
-def _load_cspnext_backbone(model: RTMPose, weights: str | os.PathLike) -> None:
-    """``backbone.*`` weights of a file (an mmpose RTMPose / CSPNeXt checkpoint, or a bare
-    state dict) into the trunk; the head keeps its initialisation."""
-    import torch
-
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise ValueError(f"backbone_weights {path!r} is not a file (rtmpose_* take a file path)")
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict):
-        raise ValueError(f"backbone_weights file {path} does not hold a state dict")
-    state = {k[len("backbone.") :]: v for k, v in loaded.items() if k.startswith("backbone.")}
-    own = model.backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    mismatched = sorted(k for k in own if k in state and own[k].shape != state[k].shape)
-    if not state or missing or mismatched:
         raise ValueError(
-            f"backbone weights {path} do not fit {model.arch['name']}'s CSPNeXt trunk: "
-            f"{len(missing)} missing keys {missing[:5]}, {len(mismatched)} shape mismatches "
-            f"{mismatched[:5]}"
+            f"{name}: load the CSPNeXt trunk's weights with "
+            "pose_ros.models.checkpoints.load_cspnext_backbone (training: model.backbone_weights)"
         )
-    model.backbone.load_state_dict({k: state[k] for k in own})
+    preprocessing = _resolve_preprocessing(input_size, preprocessing)
+    return build_rtmpose(name, num_keypoints=num_keypoints, preprocessing=preprocessing, **options)
 
 
 def _resolve_preprocessing(input_size: Any, preprocessing: Preprocessing | None) -> Preprocessing:

@@ -66,6 +66,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "CheckpointError",
     "detect_layout",
+    "load_cspnext_backbone",
     "load_pose_model",
     "read_state_dict",
     "save_checkpoint",
@@ -177,6 +178,35 @@ def read_state_dict(
         path,
         entry,
     )
+
+
+def load_cspnext_backbone(
+    model: RTMPose, source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None
+) -> list[str]:
+    """The ``backbone.*`` weights of a file or registry name (a published CSPNeXt or RTMPose
+    checkpoint, or ours) into ``model``'s trunk; the head keeps its initialisation. Returns the
+    keys loaded.
+
+    Raises:
+        CheckpointError: an unreadable file, or trunk weights that do not fit.
+    """
+    state, path, _ = read_state_dict(source, cache_dir=cache_dir)
+    trunk = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    own = model.backbone.state_dict()
+    missing = [k for k in own if k not in trunk]
+    unexpected = [k for k in trunk if k not in own]
+    mismatched = [
+        f"{k} {tuple(trunk[k].shape)} in file vs {tuple(v.shape)} in model"
+        for k, v in own.items()
+        if k in trunk and tuple(trunk[k].shape) != tuple(v.shape)
+    ]
+    if not trunk or missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"Checkpoint {path} holds no CSPNeXt trunk (backbone.*) that fits "
+            f"{model.arch['name']}: {summarize_key_problems(missing, unexpected, mismatched)}."
+        )
+    model.backbone.load_state_dict(trunk)
+    return sorted(trunk)
 
 
 def _read_checkpoint(

@@ -170,6 +170,23 @@ def _rtmpose(size: str, data: str, input_size: str, sha_date: str) -> PublishedC
     )
 
 
+def _cspnext(size: str, sha_date: str) -> PublishedCheckpoint:
+    """The CSPNeXt trunks (UDP heatmap training on AIC+COCO) the RTMPose recipes start from;
+    only their ``backbone.*`` weights are used (``training``'s ``model.backbone_weights``)."""
+    size_in_name = "tiny" if size == "t" else size
+    return PublishedCheckpoint(
+        name=f"cspnext_{size}_udp_aic_coco_256x192",
+        arch=f"cspnext_{size}",
+        layout="mmpose",
+        color_order="RGB",
+        input_size=(256, 192),
+        filename=f"cspnext-{size_in_name}_udp-aic-coco_210e-256x192-{sha_date}.pth",
+        url=f"{_RTMPOSE_URL}cspnext-{size_in_name}_udp-aic-coco_210e-256x192-{sha_date}.pth",
+        sha256_prefix=sha_date.split("_")[0],
+        homepage=_RTMPOSE_HOME,
+    )
+
+
 def _rtmdet(name: str, arch: str, size: int, url_base: str, filename: str) -> PublishedCheckpoint:
     return PublishedCheckpoint(
         name=name,
@@ -207,6 +224,10 @@ _ENTRIES: tuple[PublishedCheckpoint, ...] = (
     _rtmpose("l", "aic_coco", "256x192", "f016ffe0_20230126"),
     _rtmpose("m", "aic_coco", "384x288", "a62a0b32_20230228"),
     _rtmpose("l", "aic_coco", "384x288", "97d6cb0f_20230228"),
+    _cspnext("t", "cbed682d_20230130"),
+    _cspnext("s", "92f5a029_20230130"),
+    _cspnext("m", "f2f7d6f6_20230130"),
+    _cspnext("l", "273b7631_20230130"),
     _rtmdet(
         "rtmdet_nano_person",
         "rtmdet_nano",

@@ -155,8 +155,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "detector.backend",
         "fasterrcnn_mobilenet_v3_large_fpn",
-        "Person detector: a torchvision detector name, 'onnx_yolo', or 'full_image' (the whole "
-        "frame is one person: pre-cropped single-person cameras).",
+        "Person detector: a torchvision detector name, 'rtmdet_nano' or 'rtmdet_tiny' (RTMDet "
+        "person detectors), 'onnx_yolo', or 'full_image' (the whole frame is one person: "
+        "pre-cropped single-person cameras).",
         read_only=True,
         check_value=_non_empty("detector.backend"),
     ),
@@ -170,8 +171,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "detector.engine",
         "auto",
-        "What runs a torchvision detector's backbone: 'auto' (ONNX Runtime on the CPU, PyTorch on "
-        "CUDA), 'torch' or 'onnxruntime' (exported on first use into the pose_ros cache).",
+        "What runs a torchvision detector's backbone, or an RTMDet network: 'auto' (ONNX Runtime "
+        "on the CPU, PyTorch on CUDA), 'torch' or 'onnxruntime' (exported on first use into the "
+        "pose_ros cache).",
         read_only=True,
         choices=("auto", "torch", "onnxruntime"),
     ),
