@@ -1,9 +1,12 @@
 """Engines side by side, in one process: the pose network per engine (ms per crop at batch
-1/4/16/64), what int8 would bring (ONNX Runtime static quantization, timing only), the pipeline
-per frame (1, 5, 20 persons at 640x480, 1280x720, 1920x1080), each detector on each engine, the
-CPU preset over a sequence, and the alternatives a user would pick instead (torchvision
-KeypointRCNN-R50-FPN here; MediaPipe BlazePose through ``bench/mediapipe_bench.py`` in a throwaway
-venv when one is given), with ratios.
+1/4/16/64, SimpleBaseline and RTMPose, with each network's GMACs and how far it runs from the
+machine's fp32 limit), what int8 would bring (ONNX Runtime static quantization, timing only),
+the pipeline per frame (1, 5, 20 persons at 640x480, 1280x720, 1920x1080), each detector on each
+engine, the CPU presets over a sequence (detector + pose network pairs side by side, with the
+published COCO AP of each pose network: the CPU preset is the fastest pair within 1 AP of
+SimpleBaseline-R50), and the alternatives a user would pick instead (torchvision
+KeypointRCNN-R50-FPN here; MediaPipe BlazePose through ``bench/mediapipe_bench.py`` in a
+throwaway venv when one is given), with ratios.
 
 Random weights throughout (the timings do not depend on the values; detections of an untrained
 detector are meaningless, so the pipeline figures use given boxes and add the detector's time).
@@ -29,15 +32,41 @@ import torch
 
 from pose_ros import engines
 from pose_ros.models import build_pose_model
+from pose_ros.models.rtmpose import GatedAttentionUnit
 from pose_ros.pipeline import PoseEstimator
 from pose_ros.runtime import OnnxPoseRunner, quantize_int8
 
 BATCHES = (1, 4, 16, 64)
 RESOLUTIONS = ((480, 640), (720, 1280), (1080, 1920))
 PERSONS = (1, 5, 20)
-DETECTORS = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_fpn")
+DETECTORS = ("ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_fpn", "rtmdet_nano")
 PRESET_DETECTOR = "ssdlite320_mobilenet_v3_large"
 PRESET_INTERVAL = 5
+#: COCO val2017 keypoint AP (256x192) of the published weights, from mmpose's metafiles:
+#: SimpleBaseline (configs/body_2d_keypoint/topdown_heatmap/coco/resnet_coco.yml, evaluated on
+#: the AP-56 detector's boxes), RTMPose (configs/body_2d_keypoint/rtmpose/coco/rtmpose_coco.yml,
+#: COCO-only training; its configs evaluate on the ground-truth boxes). No COCO file of
+#: SimpleBaseline-R18 is published there.
+PUBLISHED_COCO_AP: dict[str, float] = {
+    "simplebaseline_res50": 71.8,
+    "rtmpose_t": 68.2,
+    "rtmpose_s": 71.6,
+    "rtmpose_m": 74.6,
+    "rtmpose_l": 75.8,
+}
+#: The published AP a CPU preset's pose network must reach: SimpleBaseline-R50's minus 1.
+PRESET_MIN_AP = PUBLISHED_COCO_AP["simplebaseline_res50"] - 1.0
+#: (detector, pose network) pairs the CPU preset is chosen from, timed side by side.
+PRESET_PAIRS: tuple[tuple[str, str], ...] = (
+    ("ssdlite320_mobilenet_v3_large", "simplebaseline_res50"),
+    ("ssdlite320_mobilenet_v3_large", "simplebaseline_res18"),
+    ("rtmdet_nano", "rtmpose_t"),
+    ("rtmdet_nano", "rtmpose_s"),
+    ("rtmdet_nano", "rtmpose_m"),
+    ("rtmdet_nano", "rtmpose_l"),
+)
+#: The pair of config/pose_cpu.yaml.
+CPU_PRESET = ("rtmdet_nano", "rtmpose_s")
 MEDIAPIPE_SCRIPT = Path(__file__).with_name("mediapipe_bench.py")
 
 
@@ -108,8 +137,10 @@ def interleaved_ms(
 
 
 def count_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass of ``x`` through the convolutions, transposed
-    convolutions and linear layers (what the FLOP count of a pose network means)."""
+    """Multiply-accumulates of one forward pass of ``x`` through the convolutions (depthwise:
+    one input channel per filter), transposed convolutions, linear layers and the gated
+    attention unit's two token-by-token products (what the FLOP count of a pose network
+    means)."""
     total = 0
 
     def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -122,8 +153,11 @@ def count_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
             total += inputs[0].numel() * (module.out_channels // module.groups) * kh * kw
         elif isinstance(module, torch.nn.Linear):
             total += output.numel() * module.in_features
+        elif isinstance(module, GatedAttentionUnit):  # q k^T and kernel v (its Linears apart)
+            tokens = inputs[0].shape[-2]
+            total += module.attention_macs(tokens) * inputs[0].shape[0]
 
-    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear, GatedAttentionUnit)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
     try:
         with torch.inference_mode():
@@ -242,25 +276,25 @@ def bench_int8(args: argparse.Namespace, cache: str) -> None:
 def bench_frames(args: argparse.Namespace, device: torch.device, cache: str) -> list[str]:
     rows = []
     sync = device.type == "cuda"
-    name = args.networks[-1]
-    for engine, network in pose_networks(name, device, cache).items():
-        estimator = PoseEstimator(network, device=device)
-        if device.type == "cpu":
-            engines.share_cpu_threads(engine)  # as estimator_from_names sets it
-        for height, width in args.resolutions:
-            image = frame(height, width)
-            for persons in args.persons:
-                boxes = person_boxes(persons, height, width)
-                ms = median_ms(
-                    lambda image=image, boxes=boxes, e=estimator: e(image, boxes=boxes),
-                    args.repeats if persons < 20 else max(2, args.repeats // 2),
-                    sync=sync,
-                )
-                rows.append(
-                    f"| {device} | {name} {engine} | {width}x{height} | {persons} | {ms:.1f} | "
-                    f"{ms / persons:.1f} |"
-                )
-                print(rows[-1], flush=True)
+    for name in args.frame_networks:
+        for engine, network in pose_networks(name, device, cache).items():
+            estimator = PoseEstimator(network, device=device)
+            if device.type == "cpu":
+                engines.share_cpu_threads(engine)  # as estimator_from_names sets it
+            for height, width in args.resolutions:
+                image = frame(height, width)
+                for persons in args.persons:
+                    boxes = person_boxes(persons, height, width)
+                    ms = median_ms(
+                        lambda image=image, boxes=boxes, e=estimator: e(image, boxes=boxes),
+                        args.repeats if persons < 20 else max(2, args.repeats // 2),
+                        sync=sync,
+                    )
+                    rows.append(
+                        f"| {device} | {name} {engine} | {width}x{height} | {persons} | "
+                        f"{ms:.1f} | {ms / persons:.1f} |"
+                    )
+                    print(rows[-1], flush=True)
     torch.set_num_threads(engines.cpu_thread_count(0))
     return rows
 
@@ -300,53 +334,78 @@ def bench_detectors(args: argparse.Namespace, device: torch.device, cache: str) 
     return results
 
 
-def bench_preset(args: argparse.Namespace, cache: str, frames: int) -> dict[str, float]:
-    """The CPU preset (ssdlite + ONNX Runtime, detector every 5th frame) over a sequence of
-    640x480 frames with one person. The untrained detector finds nobody, so the person's box is
-    given on every frame, as the tracker reuses it between detector runs; the detector runs for
-    real on every 5th frame. Per-frame mean over the sequence."""
+def bench_preset(
+    args: argparse.Namespace,
+    cache: str,
+    frames: int,
+    *,
+    persons: int = 1,
+    pairs: tuple[tuple[str, str], ...] | None = None,
+) -> dict[tuple[str, str], float]:
+    """CPU presets side by side: each (detector, pose network) pair on ONNX Runtime, the
+    detector on every 5th frame, over a sequence of 640x480 frames with ``persons`` persons.
+    The untrained detectors find nobody, so the persons' boxes are given on every frame, as the
+    tracker reuses them between detector runs; the detectors run for real on every 5th frame.
+    Per-frame mean over the sequence; the pairs take turns frame by frame, so that load from
+    elsewhere hits all alike. Pose networks in ``args.preset_int8`` also run as int8 exports
+    (random calibration: timing only)."""
     device = torch.device("cpu")
-    results = {}
-    detector = build_detector(PRESET_DETECTOR, device, "auto", cache)
+    pairs = args.preset_pairs if pairs is None else pairs
+    detectors = {name: build_detector(name, device, "auto", cache) for name, _ in pairs}
     sequence = [frame(480, 640, seed) for seed in range(frames)]
-    box = person_boxes(1, 480, 640)
-    estimators = {}
-    for name in args.preset_networks:
+    boxes = person_boxes(persons, 480, 640)
+    estimators: dict[tuple[str, str], PoseEstimator] = {}
+    for detector_name, name in pairs:
         torch.manual_seed(0)
         network = engines.build_pose_network(
             build_pose_model(name).eval(), engine="auto", device=device, cache_dir=cache
         )
-        estimators[name] = PoseEstimator(network, detector, device=device)
-        # The same network as an int8 export (what `pose-ros-export --int8` writes; random
-        # calibration here: timing only).
-        _, int8 = int8_export(name, cache)
-        runner = OnnxPoseRunner(int8, device=device, threads=engines.cpu_thread_count(0))
-        estimators[f"{name} int8"] = PoseEstimator(runner, detector, device=device)
+        detector = detectors[detector_name]
+        estimators[(detector_name, name)] = PoseEstimator(network, detector, device=device)
+        if name in args.preset_int8:
+            # The same network as an int8 export (what `pose-ros-export --int8` writes).
+            _, int8 = int8_export(name, cache)
+            runner = OnnxPoseRunner(int8, device=device, threads=engines.cpu_thread_count(0))
+            estimators[(detector_name, f"{name} int8")] = PoseEstimator(
+                runner, detector, device=device
+            )
     for estimator in estimators.values():
-        estimator(sequence[0], boxes=box)  # warm-up
-    detector.detect(sequence[0])
+        estimator(sequence[0], boxes=boxes)  # warm-up
+        estimator.detect(sequence[0])
     torch_threads = engines.share_cpu_threads("onnxruntime")  # as estimator_from_names sets it
     totals = dict.fromkeys(estimators, 0.0)
-    # The networks take turns frame by frame, so that load from elsewhere hits both alike.
     for index, image in enumerate(sequence):
-        for name, estimator in estimators.items():
+        for key, estimator in estimators.items():
             start = time.perf_counter()
             if index % PRESET_INTERVAL == 0:
                 estimator.detect(image)
-            estimator(image, boxes=box)
-            totals[name] += time.perf_counter() - start
+            estimator(image, boxes=boxes)
+            totals[key] += time.perf_counter() - start
     torch.set_num_threads(engines.cpu_thread_count(0))
-    for name, estimator in estimators.items():
-        mean = totals[name] * 1e3 / len(sequence)
-        results[name] = mean
+    results = {}
+    for (detector_name, name), total in totals.items():
+        mean = total * 1e3 / len(sequence)
+        results[(detector_name, name)] = mean
+        ap = PUBLISHED_COCO_AP.get(name.removesuffix(" int8"))
+        estimator = estimators[(detector_name, name)]
         print(
-            f"| cpu preset: {PRESET_DETECTOR} every {PRESET_INTERVAL} frames + {name} on "
-            f"{estimator.engine} ({torch_threads} PyTorch thread) | 1 person, 640x480, "
-            f"{len(sequence)} frames | "
-            f"{mean:.1f} ms/frame |",
+            f"| {detector_name} every {PRESET_INTERVAL} frames + {name} on {estimator.engine} "
+            f"({torch_threads} PyTorch thread) | {'-' if ap is None else f'{ap:.1f}'} | "
+            f"{persons}, 640x480, {len(sequence)} frames | {mean:.1f} ms/frame |",
             flush=True,
         )
     return results
+
+
+def fastest_eligible(results: dict[tuple[str, str], float]) -> tuple[str, str] | None:
+    """The fastest fp32 pair whose pose network's published COCO AP is within 1 of
+    SimpleBaseline-R50's (:data:`PRESET_MIN_AP`)."""
+    eligible = [
+        key
+        for key in results
+        if not key[1].endswith(" int8") and PUBLISHED_COCO_AP.get(key[1], 0.0) >= PRESET_MIN_AP
+    ]
+    return min(eligible, key=results.__getitem__) if eligible else None
 
 
 def bench_keypointrcnn(args: argparse.Namespace, device: torch.device) -> float:
@@ -402,25 +461,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.networks = (
-        ("simplebaseline_res18",)
+        ("simplebaseline_res18", "rtmpose_s")
         if args.quick
         else (
             "simplebaseline_res18",
             "simplebaseline_res50",
+            "rtmpose_t",
+            "rtmpose_s",
+            "rtmpose_m",
+            "rtmpose_l",
         )
     )
+    args.frame_networks = ("rtmpose_s",) if args.quick else ("simplebaseline_res50", "rtmpose_s")
     args.batches = (1, 4) if args.quick else BATCHES
     args.resolutions = RESOLUTIONS[:1] if args.quick else RESOLUTIONS
     args.persons = (1, 5) if args.quick else PERSONS
-    args.detectors = DETECTORS[:1] if args.quick else DETECTORS
-    args.preset_networks = (
-        ("simplebaseline_res18",)
+    args.detectors = (DETECTORS[0], "rtmdet_nano") if args.quick else DETECTORS
+    args.preset_pairs = (
+        (("ssdlite320_mobilenet_v3_large", "simplebaseline_res18"), CPU_PRESET)
         if args.quick
-        else (
-            "simplebaseline_res50",
-            "simplebaseline_res18",
-        )
+        else PRESET_PAIRS
     )
+    args.preset_int8 = () if args.quick else ("simplebaseline_res50", "rtmpose_s")
     args.repeats = 3 if args.quick else args.repeats
     args.crop_ms_guess = 100.0
     sequence = 10 if args.quick else 50
@@ -467,34 +529,65 @@ def main(argv: list[str] | None = None) -> int:
             for device in devices:
                 detector_ms.update(bench_detectors(args, device, cache))
             print()
-        preset: dict[str, float] = {}
+        preset: dict[tuple[str, str], float] = {}
+        preset5: dict[tuple[str, str], float] = {}
         if "preset" in parts:
-            print("| configuration | sequence | mean |\n|---|---|---|")
-            preset = bench_preset(args, cache, sequence)
+            print(
+                "| CPU preset candidate | published COCO AP | persons, frame, sequence | mean |\n"
+                "|---|---|---|---|"
+            )
+            preset = bench_preset(args, cache, sequence, persons=1)
+            chosen = fastest_eligible(preset)
+            if chosen is not None:
+                print(
+                    f"\nfastest pair whose published AP is at least {PRESET_MIN_AP:.1f} "
+                    f"(SimpleBaseline-R50's minus 1): {' + '.join(chosen)} "
+                    f"({preset[chosen]:.1f} ms/frame); config/pose_cpu.yaml runs "
+                    f"{' + '.join(CPU_PRESET)}\n",
+                    flush=True,
+                )
+            if not args.quick:
+                five = (PRESET_PAIRS[0], CPU_PRESET)
+                preset5 = bench_preset(args, cache, sequence, persons=5, pairs=five)
             print()
         if "alt" in parts:
-            print("| alternative | 640x480 | ms/frame | pose_ros CPU preset (R50) / it |")
-            print("|---|---|---|---|")
-            ours = preset.get("simplebaseline_res50") or preset.get("simplebaseline_res18")
-            krcnn = bench_keypointrcnn(args, torch.device("cpu"))
-            ratio = f"{ours / krcnn:.2f}" if ours else "-"
-            print(
-                f"| torchvision keypointrcnn_resnet50_fpn (random weights, this process) | any "
-                f"persons | {krcnn:.1f} | {ratio} |",
-                flush=True,
-            )
-            mp_ms, note = bench_mediapipe(args.mediapipe_python, sequence)
-            if mp_ms is None:
-                print(f"| MediaPipe BlazePose | 1 person | {note} | - |")
-            else:
-                ratio = f"{ours / mp_ms:.2f}" if ours else "-"
-                print(f"| MediaPipe BlazePose ({note}) | 1 person | {mp_ms:.1f} | {ratio} |")
-            for name, ms in preset.items():
-                line = f"| pose_ros CPU preset, {name} | 1 person | {ms:.1f} |"
-                if mp_ms:
-                    line += f" {ms / mp_ms:.2f}x BlazePose, {ms / krcnn:.2f}x KeypointRCNN |"
-                print(line)
+            bench_alternatives(args, preset, preset5, sequence)
     return 0
+
+
+def bench_alternatives(
+    args: argparse.Namespace,
+    preset: dict[tuple[str, str], float],
+    preset5: dict[tuple[str, str], float],
+    frames: int,
+) -> None:
+    """KeypointRCNN (this process) and BlazePose (its own venv) beside the CPU preset's figures
+    of this run: 1 person against BlazePose (a single-person method), 5 against KeypointRCNN."""
+    label = " + ".join(CPU_PRESET)
+    print(f"| alternative | persons at 640x480 | ms/frame | CPU preset ({label}) / it |")
+    print("|---|---|---|---|")
+    krcnn = bench_keypointrcnn(args, torch.device("cpu"))
+    ours5 = preset5.get(CPU_PRESET)
+    ratio = f"{ours5 / krcnn:.2f} (5 persons)" if ours5 else "-"
+    print(
+        f"| torchvision keypointrcnn_resnet50_fpn (random weights, this process) | any | "
+        f"{krcnn:.1f} | {ratio} |",
+        flush=True,
+    )
+    mp_ms, note = bench_mediapipe(args.mediapipe_python, frames)
+    ours1 = preset.get(CPU_PRESET)
+    if mp_ms is None:
+        print(f"| MediaPipe BlazePose | 1 | {note} | - |")
+    else:
+        ratio = f"{ours1 / mp_ms:.2f} (1 person)" if ours1 else "-"
+        print(f"| MediaPipe BlazePose ({note}) | 1 | {mp_ms:.1f} | {ratio} |")
+    for persons, results in ((1, preset), (5, preset5)):
+        for (detector, name), ms in results.items():
+            line = f"| pose_ros, {detector} + {name} | {persons} | {ms:.1f} |"
+            versus = [f"KeypointRCNN takes {krcnn / ms:.0f}x as long"]
+            if mp_ms and persons == 1:
+                versus.insert(0, f"{ms / mp_ms:.2f}x BlazePose's time")
+            print(f"{line} {', '.join(versus)} |")
 
 
 if __name__ == "__main__":

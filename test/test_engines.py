@@ -246,7 +246,8 @@ def test_cpu_preset_differs_from_the_default_only_in_its_documented_choices() ->
     assert set(cpu) == set(default) == set(DEFAULTS)
     changed = {name: cpu[name] for name in cpu if cpu[name] != default[name]}
     expected = {
-        "detector.backend": "ssdlite320_mobilenet_v3_large",
+        "model": "rtmpose_s_aic_coco_256x192",
+        "detector.backend": "rtmdet_nano",
         "detector.engine": "onnxruntime",
         "engine": "onnxruntime",
         "device": "cpu",

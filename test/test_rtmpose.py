@@ -491,3 +491,41 @@ def test_rtmdet_on_onnxruntime_gives_pytorchs_boxes(tmp_path: Path, coco_dir: Pa
     for ours, theirs in zip([*got[0], *got[1]], [*want[0], *want[1]], strict=True):
         assert float((ours - theirs).abs().max()) <= 1e-3 * float(theirs.abs().max())
     assert simcc_lengths((256, 192)) == (512, 384)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+def test_rtmpose_on_cuda_fp16_matches_the_cpu(rtmpose_t: RTMPose, coco_dir: Path) -> None:
+    """fp16, channels-last and device decoding on the GPU: the CPU's keypoints within a SimCC
+    bin (fp16 may move a near-tied argmax by one bin, half an input pixel)."""
+    image = cv2.imread(str(coco_dir / "000000196141.jpg"))
+    boxes = np.array([[248.0, 74.0, 170.0, 301.0], [454.0, 207.0, 177.0, 211.0]], np.float32)
+    cpu = PoseEstimator(rtmpose_t, device="cpu", flip_test=True)(
+        image, color_order="BGR", boxes=boxes
+    )
+    gpu_estimator = PoseEstimator(rtmpose_t, device="cuda", flip_test=True)
+    assert gpu_estimator.fp16 and gpu_estimator.device_decode
+    gpu = gpu_estimator(image, color_order="BGR", boxes=boxes)
+    for a, b in zip(cpu, gpu, strict=True):
+        scale = max(a.box[2], a.box[3]) * 1.25 / 192
+        close = np.linalg.norm(a.keypoints[:, :2] - b.keypoints[:, :2], axis=1) <= scale
+        assert close.mean() >= 0.8
+
+
+@needs_cuda
+def test_rtmpose_on_tensorrt(rtmpose_t: RTMPose, tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    from pose_ros.runtime import TensorRTPoseRunner
+
+    onnx_path = export_onnx(rtmpose_t, tmp_path / "rtmpose_t.onnx")
+    runner = TensorRTPoseRunner.from_onnx(onnx_path, max_batch=8, fp16=False, device="cuda")
+    assert runner.output_kind == OUTPUT_SIMCC
+    x = torch.randn(3, 3, 256, 192, device="cuda")
+    simcc_x, simcc_y = runner(x)
+    with torch.inference_mode():
+        want_x, want_y = rtmpose_t.cuda()(x)
+    rtmpose_t.cpu()
+    assert float((simcc_x - want_x).abs().max()) < 1e-3
+    assert float((simcc_y - want_y).abs().max()) < 1e-3
