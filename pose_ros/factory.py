@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from pose_ros import engines
-from pose_ros.detection import TORCHVISION_DETECTORS
+from pose_ros.detection import RTMDET_DETECTORS, TORCHVISION_DETECTORS
 from pose_ros.models import build_pose_model, load_pose_model
 from pose_ros.pipeline import PoseEstimator, resolve_device
 from pose_ros.types import RANDOM_WEIGHTS_PREFIX, PoseNetwork
@@ -43,7 +43,7 @@ def estimator_from_names(
 ) -> PoseEstimator:
     """Build from names: ``model`` is a checkpoint path, a published-weights registry name,
     an exported ``.onnx`` / ``.engine`` file, or ``"random:<architecture>"`` (untrained
-    weights: only with ``allow_random_weights``). A torchvision ``detector`` without
+    weights: only with ``allow_random_weights``). A torchvision or RTMDet ``detector`` without
     ``detector_weights`` (None or "") has random weights too, under the same guard.
 
     ``engine`` (:data:`pose_ros.engines.POSE_ENGINES`) and ``detector_engine``
@@ -65,7 +65,7 @@ def estimator_from_names(
     random_parts = []
     if model.startswith(RANDOM_WEIGHTS_PREFIX):
         random_parts.append("pose network")
-    if detector in TORCHVISION_DETECTORS and not detector_weights:
+    if detector in TORCHVISION_DETECTORS + RTMDET_DETECTORS and not detector_weights:
         random_parts.append("detector")
     if random_parts and not allow_random_weights:
         what = (

@@ -529,3 +529,16 @@ def test_rtmpose_on_tensorrt(rtmpose_t: RTMPose, tmp_path: Path) -> None:
     rtmpose_t.cpu()
     assert float((simcc_x - want_x).abs().max()) < 1e-3
     assert float((simcc_y - want_y).abs().max()) < 1e-3
+
+
+def test_an_rtmdet_without_weights_needs_allow_random_weights() -> None:
+    with pytest.raises(ValueError, match="allow_random_weights"):
+        estimator_from_names("random:rtmpose_t", detector="rtmdet_nano", detector_weights=None)
+    estimator = estimator_from_names(
+        "random:rtmpose_t",
+        detector="rtmdet_nano",
+        detector_weights=None,
+        allow_random_weights=True,
+        cpu_threads=1,
+    )
+    assert estimator.random_weight_parts == ("pose network", "detector")
