@@ -35,9 +35,11 @@ class PoseNetwork(Protocol):
     """What the pipeline needs of a network: a PyTorch :class:`~pose_ros.models.PoseNet`, or a
     runner of an exported model (``pose_ros.runtime``) with the same attributes.
 
-    ``output_kind`` (optional, default :data:`OUTPUT_HEATMAPS`) says what ``__call__`` returns;
-    the pipeline decodes each kind with its codec. ``heatmap_size`` is the (h, w) of the output
-    grid for heatmaps.
+    ``output_kind`` (optional, default :data:`OUTPUT_HEATMAPS`) says what ``__call__`` returns:
+    a heatmap tensor, or for :data:`OUTPUT_SIMCC` the pair (simcc_x, simcc_y) (with the
+    network's ``simcc_split_ratio``); the pipeline decodes each kind with its codec.
+    ``heatmap_size`` is the (h, w) of the output grid for heatmaps, the SimCC vectors' lengths
+    (y, x) for SimCC.
     """
 
     preprocessing: Preprocessing
@@ -49,7 +51,7 @@ class PoseNetwork(Protocol):
     @property
     def heatmap_size(self) -> tuple[int, int]: ...
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]: ...
 
 
 @dataclass(frozen=True)
