@@ -100,6 +100,7 @@ def build_pose_model(
             preprocessing=preprocessing,
             backbone_weights=backbone_weights,
             resnet_options={
+                # 256 is the parameter's default (training configs pass it for every model).
                 "num_deconv_filters": None if num_deconv_filters == 256 else num_deconv_filters,
                 "crf_iterations": crf_iterations,
                 "crf_kernel_size": crf_kernel_size,
