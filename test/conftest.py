@@ -78,6 +78,15 @@ def overfit_run(tmp_path_factory: pytest.TempPathFactory, coco_dir: Path):
 
 
 @pytest.fixture(scope="session")
+def rtmpose_overfit_run(tmp_path_factory: pytest.TempPathFactory, coco_dir: Path):
+    """RTMPose-t trained on the 4 COCO images until AP >= 0.9, once per test session
+    (``overfit_rtmpose_coco4``; see test_training_support.py)."""
+    from test_training_support import rtmpose_overfit_once
+
+    return rtmpose_overfit_once(tmp_path_factory, coco_dir)
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real checkpoint (ResNet-18 SimpleBaseline, 128x96, untrained but saved and loaded
     like any checkpoint): fast on 2 CPU cores where the weights do not matter."""

@@ -1,6 +1,6 @@
-"""The checkpoint that training makes runs in the node: the tiny network trained on the 4 COCO
-images (test_training_support) answers real images over DDS with keypoints close to the
-annotations."""
+"""The checkpoints that training makes run in the node: the tiny network and RTMPose-t trained on
+the 4 COCO images (test_training_support) answer real images over DDS with keypoints close to
+the annotations."""
 
 from __future__ import annotations
 
@@ -49,13 +49,22 @@ def _person_crops(coco_dir: Path, annotations: Path) -> list[tuple[np.ndarray, n
     return crops
 
 
+#: Least PCK@0.1 per trained network. Both memorised their persons with the image around each
+#: box (the crop is the box enlarged 1.25); here the node sees the box alone, black around it.
+#: The ResNet keeps its keypoints; RTMPose-t loses some (about 0.68, against 1.0 with the image
+#: around, and 0.02 to 0.06 for untrained weights): the bar says the SimCC path works end to end.
+PCK_BAR = {"overfit_run": 0.9, "rtmpose_overfit_run": 0.6}
+
+
+@pytest.mark.parametrize("run", ["overfit_run", "rtmpose_overfit_run"])
 def test_trained_checkpoint_runs_in_the_node(
-    overfit_run, coco_dir: Path, coco_annotations: Path, tmp_path: Path
+    run: str, request, coco_dir: Path, coco_annotations: Path, tmp_path: Path
 ) -> None:
+    checkpoint = request.getfixturevalue(run).best
     crops = _person_crops(coco_dir, coco_annotations)
     assert len(crops) >= 5
     parameters = {
-        "model": str(overfit_run.best),
+        "model": str(checkpoint),
         "detector.backend": "full_image",
         "device": "cpu",
         "qos.reliability": "reliable",
@@ -87,4 +96,4 @@ def test_trained_checkpoint_runs_in_the_node(
     finally:
         peer.close()
     # PCK@0.1 of the box size over every labelled keypoint of the images it was trained on.
-    assert correct / total >= 0.9, f"PCK@0.1 {correct}/{total}"
+    assert correct / total >= PCK_BAR[run], f"PCK@0.1 {correct}/{total}"

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_training_support import coco_overrides
+from test_training_support import OverfitRun, coco_overrides
 
 from pose_ros.geometry import box_to_center_scale
 from pose_ros.models import load_pose_model
@@ -29,28 +28,6 @@ from training.train import main as train_main
 
 INPUT_SIZE = (128, 96)
 PLAIN = AugmentConfig(0.0, 0.0, 0.0, 0.0, 0.0, 8)
-
-_RUN: dict[str, object] = {}
-
-
-@pytest.fixture(scope="module")
-def rtmpose_overfit(tmp_path_factory: pytest.TempPathFactory, coco_dir: Path) -> dict:
-    """RTMPose-t trained through ``training.train.main`` on the 4 COCO images (once)."""
-    if not _RUN:
-        output = tmp_path_factory.mktemp("overfit_rtmpose")
-        argv = ["overfit_rtmpose_coco4", "--output-dir", str(output), "--device", "cpu"]
-        start = time.perf_counter()
-        assert train_main([*argv, "--set", *coco_overrides(coco_dir)]) == 0
-        lines = (output / "metrics.jsonl").read_text().splitlines()
-        _RUN.update(
-            output=output,
-            seconds=time.perf_counter() - start,
-            evaluations=[json.loads(line) for line in lines],
-        )
-        print(
-            f"\nRTMPose-t overfit: {_RUN['evaluations'][-1]['step']} steps, {_RUN['seconds']:.0f} s"
-        )
-    return _RUN
 
 
 def test_shipped_rtmpose_configs_follow_mmposes_recipe() -> None:
@@ -239,11 +216,11 @@ def test_rtmpose_resume_continues_exactly(tmp_path: Path, coco_dir: Path) -> Non
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
 
 
-def test_rtmpose_t_overfits_to_ap_09(rtmpose_overfit: dict, coco_dir: Path) -> None:
-    evaluations = rtmpose_overfit["evaluations"]
-    best = max(entry["AP"] for entry in evaluations)
+def test_rtmpose_t_overfits_to_ap_09(rtmpose_overfit_run: OverfitRun, coco_dir: Path) -> None:
+    evaluations = rtmpose_overfit_run.evaluations
+    best = rtmpose_overfit_run.best_ap
     assert best >= 0.9, evaluations
-    output = rtmpose_overfit["output"]
+    output = rtmpose_overfit_run.output_dir
     model = load_pose_model(output / "best.pth").eval()
     assert isinstance(model, RTMPose) and model.input_size == INPUT_SIZE
     checkpoint = torch.load(output / "best.pth", weights_only=True)
@@ -267,7 +244,7 @@ def test_rtmpose_t_overfits_to_ap_09(rtmpose_overfit: dict, coco_dir: Path) -> N
 
 
 def test_trained_rtmpose_exports_to_onnx_and_int8(
-    rtmpose_overfit: dict, coco_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    rtmpose_overfit_run: OverfitRun, coco_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """pose-ros-export on the trained RTMPose: an ONNX file with simcc_x / simcc_y that ONNX
     Runtime runs as PyTorch does, and an int8 copy calibrated on the annotated persons whose
@@ -275,7 +252,7 @@ def test_trained_rtmpose_exports_to_onnx_and_int8(
     from training.evaluate import main as evaluate_main
     from training.export import main as export_main
 
-    best = rtmpose_overfit["output"] / "best.pth"
+    best = rtmpose_overfit_run.best
     output = tmp_path / "rtmpose_t.onnx"
     calibration = [
         *("--calibration-annotations", str(coco_dir / "test_coco.json")),
