@@ -228,6 +228,33 @@ def test_tensorrt_engine_matches_onnxruntime_and_is_reused_from_the_cache(
     torch.testing.assert_close(again(real_crops), heatmaps, rtol=0, atol=1e-3)
 
 
+def test_the_gpu_check_script_runs_the_tensorrt_tests() -> None:
+    """bench/gpu_check.sh (run on machines with a GPU) names test files and test ids that
+    pytest collects, the TensorRT engine test among them: a renamed test is not silently
+    dropped from the only run that has TensorRT."""
+    repo = Path(__file__).resolve().parents[1]
+    script = (repo / "bench" / "gpu_check.sh").read_text()
+    targets = re.findall(r"(test/[\w/]+\.py(?:::\w+)?)", script)
+    wanted = (
+        "test/test_export.py::test_tensorrt_engine_matches_onnxruntime_and_is_reused_from_the_cache"
+    )
+    assert wanted in targets, targets
+    collect = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [*collect, "-m", "not ros", *targets],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    collected = set(result.stdout.split())
+    assert wanted in collected, result.stdout[-3000:]
+    assert "test/test_export.py::test_tensorrt_engine_cache_is_keyed_by_the_onnx_content" in (
+        collected
+    )
+
+
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed: the message is not shown")
 def test_tensorrt_absent_gives_a_clear_message(
     overfit_run: OverfitRun, tmp_path: Path, capsys: pytest.CaptureFixture
