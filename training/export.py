@@ -11,7 +11,8 @@ The ONNX graph has a dynamic batch axis (input ``input`` (N, 3, H, W) normalised
 ``heatmaps`` (N, K, H/4, W/4)), opset 17 by default, and carries the model's preprocessing and
 architecture in ``metadata_props`` so that :class:`pose_ros.runtime.OnnxPoseRunner` needs nothing
 else. ``--tensorrt`` also builds an fp16 engine for batch 1..max-batch where the ``tensorrt``
-package and a GPU are present (cached beside the ONNX file, keyed by TensorRT version and GPU).
+package and a GPU are present (cached beside the ONNX file, keyed by the ONNX file's content, the
+TensorRT version and the GPU).
 
 ``--int8`` also writes an int8 model for the CPU (``<output>.int8.onnx``: ONNX Runtime's static
 quantization, about 1.6-1.8x the fp32 speed on a CPU with VNNI, README "Benchmarks"), calibrated
