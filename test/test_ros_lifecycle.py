@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
+from devtools.ros_harness import MANAGED_READY_PATTERN
 from pose_ros.msg import PersonPoseArray
 from pose_ros.ros.conversions import array_to_image_msg
-from pose_ros.ros.harness import MANAGED_READY_PATTERN
 
 sys.path.insert(0, str(Path(__file__).parent / "ros_nodes"))
 from pose_node_harness import Peer, make_header, pose_node, reliable, with_stamp
