@@ -113,8 +113,8 @@ class CpuTritonServer:
                     str(self.metrics_port),
                     "--threads",
                     str(self.threads),
-                    "--access-token",
-                    self.access_token,
+                    # One argument: a token may begin with "-".
+                    f"--access-token={self.access_token}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
