@@ -293,6 +293,48 @@ def test_three_nodes_share_server_batches(
 
 
 @pytest.mark.ros
+def test_the_cameras_of_one_node_go_out_as_one_request(
+    server: CpuTritonServer, peer: Peer, frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    namespace = "/pose_test_triton_cameras"
+    cameras = ("front", "left", "right")
+    answers = [
+        peer.collect(PersonPoseArray, f"{namespace}/{c}/poses", reliable())[0] for c in cameras
+    ]
+    publishers = [
+        peer.node.create_publisher(Image, f"{namespace}/{c}/image", reliable(2)) for c in cameras
+    ]
+    parameters = _node_parameters(
+        server.grpc_url, cameras=f"[{', '.join(cameras)}]", batch_wait_sec=0.5
+    )
+    with pose_node(tmp_path / "node.log", namespace, parameters) as node:
+        # Warm-up until every camera answers (discovery), then three frames on all cameras.
+        warm = next(_stamps)
+        assert peer.publish_until(
+            lambda: [p.publish(_image(frames[0], warm)) for p in publishers],
+            lambda: all(answers),
+            timeout=30,
+            period=2.0,
+        ), node.log()[-3000:]
+        peer.spin_for(1.0)
+        before = batching_summary(server.statistics(MODEL))
+        for index in range(3):
+            stamp = next(_stamps)
+            for publisher in publishers:
+                publisher.publish(_image(frames[index], stamp))
+            assert peer.spin_until(
+                lambda stamp=stamp: all(
+                    any(m.header.stamp.sec == stamp for m in a) for a in answers
+                ),
+                timeout=20,
+            ), node.log()[-3000:]
+        after = batching_summary(server.statistics(MODEL))
+    requests = after["requests"] - before["requests"]
+    crops = after["inferences"] - before["inferences"]
+    assert (requests, crops) == (3, 9), (before, after)
+
+
+@pytest.mark.ros
 def test_server_killed_and_restarted_mid_stream(
     repository: Path, peer: Peer, frames: list[np.ndarray], tmp_path: Path
 ) -> None:
