@@ -5,10 +5,13 @@ that knows their boxes (coco_scenes.py). Each rule is judged on what the core re
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from coco_scenes import Scene, SceneBoxesDetector, load_scenes
 
 from pose_ros.camera import PinholeCamera
@@ -319,3 +322,45 @@ def test_settings_from_values_take_the_node_parameter_names() -> None:
     assert settings.smoothing.for_positions().beta == 7.0
     assert settings.detector_interval == 3 and settings.depth_rescale
     assert settings_from_values({}) == StreamSettings()  # the defaults are the node's
+
+
+class _UnreachableNetwork(torch.nn.Module):
+    """A pose network whose server went away: every call raises, chained to the connection error
+    (as a remote engine's client reports it)."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.preprocessing = network.preprocessing
+        self.num_keypoints = network.num_keypoints
+        self.input_size = network.input_size
+        self.heatmap_size = network.heatmap_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            raise ConnectionError("connection refused")
+        except ConnectionError as error:
+            raise RuntimeError("inference server unreachable") from error
+
+
+def test_a_failed_cycle_frees_its_frames_at_once(overfit_run, scenes) -> None:
+    """Results keep the error of a failed frame, but not its tracebacks (nor those of the errors
+    it chains): they would hold the cycle's images in a reference cycle until a full collection,
+    and a node whose inference server is down would grow by every frame that failed."""
+    network = _UnreachableNetwork(load_pose_model(overfit_run.best))
+    detector = SceneBoxesDetector()
+    estimator = PoseEstimator(network, detector, device="cpu", copy_model=False)
+    scene = scenes[0]
+    detector.learn(scene)
+    core = StreamCore(estimator, StreamSettings(), ids=TrackIds())
+    image = scene.image.copy()
+    alive = weakref.ref(image)
+    gc.disable()
+    try:
+        (result,) = core.process([dataclasses.replace(_frame(scene, 0), image=image)])
+        assert isinstance(result.error, RuntimeError) and result.persons == []
+        assert result.error.__traceback__ is None and result.error.__cause__.__traceback__ is None
+        del result, image
+        assert alive() is None, "the failed frame's image is still referenced"
+    finally:
+        gc.enable()
