@@ -47,7 +47,15 @@ ROSDEP_KEYS = {
 PIP_REQUIRED = {"torch": "python3-torch", "torchvision": "python3-torchvision"}
 # Extras installed with pip (README): allowed only as lazy imports, inside the function that needs
 # them, so the node starts without them.
-PIP_EXTRAS = {"onnxruntime", "onnx", "pycocotools", "tensorrt", "safetensors", "tensorboard"}
+PIP_EXTRAS = {
+    "onnxruntime",
+    "onnx",
+    "pycocotools",
+    "tensorrt",
+    "safetensors",
+    "tensorboard",
+    "tritonclient",
+}
 
 
 def _package_xml_deps() -> dict[str, set[str]]:

@@ -305,7 +305,11 @@ def test_the_cameras_of_one_node_go_out_as_one_request(
         peer.node.create_publisher(Image, f"{namespace}/{c}/image", reliable(2)) for c in cameras
     ]
     parameters = _node_parameters(
-        server.grpc_url, cameras=f"[{', '.join(cameras)}]", batch_wait_sec=0.5
+        # A generous gather window: on a busy machine three frames published together can reach
+        # the node's mailbox more than half a second apart (1 s: the most the parameter allows).
+        server.grpc_url,
+        cameras=f"[{', '.join(cameras)}]",
+        batch_wait_sec=1.0,
     )
     with pose_node(tmp_path / "node.log", namespace, parameters) as node:
         # Warm-up until every camera answers (discovery), then three frames on all cameras.
