@@ -1,12 +1,13 @@
 """`make bench`: the engines benchmark (pose network per engine, pipeline per frame, detectors,
-CPU preset, alternatives), the depth and the node benchmark, one after the other in one run (so
-their figures come from the same machine state). Pass --quick for a short smoke run."""
+CPU preset, alternatives), the depth, tracking, recordings and node benchmarks, one after the
+other in one run (so their figures come from the same machine state). Pass --quick for a short
+smoke run."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import depth_bench, engines_bench, node_bench, tracking_bench
+from bench import bag_bench, depth_bench, engines_bench, node_bench, tracking_bench
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     status = status or depth_bench.main(args)
     print()
     status = status or tracking_bench.main(args)
+    print()
+    status = status or bag_bench.main(args)
     print()
     return status or node_bench.main(args)
 

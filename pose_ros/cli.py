@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             args,
             build_estimator=lambda: estimator_from_args(args, build_tracker(args)),
             build_tracker=lambda: build_tracker(args),
-        )
+        ).exit_code
     if args.input is None:
         raise InputError("give an image, a folder of images or a video (or --bag RECORDING)")
     source = Path(args.input)

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,14 +259,41 @@ class _FrameProcessor:
         return sum(t.stats.tracks_started for t in self._trackers.values())
 
 
-def run_bag(args: argparse.Namespace, build_estimator: Any, build_tracker: Any) -> int:
-    """``pose-ros-infer --bag``; returns the exit code (0 done, 1 nothing processed, 2 refused
-    or listed, 130 interrupted).
+@dataclass
+class BagRun:
+    """How a run went.
+
+    Attributes:
+        exit_code: 0 done, 1 nothing processed, 2 only listed, 130 interrupted.
+        frames: image messages of the chosen topics in the recording.
+        processed: frames processed and written.
+        seconds: time of the processing loop (reading, decoding, pipeline, writing; not the
+            model's loading).
+        cpu_seconds: the processor time of the process over the same loop.
+    """
+
+    exit_code: int
+    frames: int = 0
+    processed: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+def run_bag(
+    args: argparse.Namespace,
+    build_estimator: Callable[[], Any],
+    build_tracker: Callable[[], Any],
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> BagRun:
+    """``pose-ros-infer --bag``.
 
     Args:
         args: the parsed options.
         build_estimator: makes the pose estimator (called after every check has passed).
         build_tracker: makes one camera's tracker.
+        on_progress: called with the number of frames done after each cycle (the benchmark's
+            memory probe).
 
     Raises:
         RecordingError, pose_ros.ros.recording_output.OutputError: refusals, before any work.
@@ -288,7 +315,7 @@ def run_bag(args: argparse.Namespace, build_estimator: Any, build_tracker: Any) 
                 "several cameras)",
                 file=sys.stderr,
             )
-            return 2
+            return BagRun(2)
         cameras = recording.select_cameras(
             args.topic,
             camera_info=parse_topic_mapping(
@@ -335,7 +362,7 @@ def run_bag(args: argparse.Namespace, build_estimator: Any, build_tracker: Any) 
         stop = threading.Event()
         total = sum(camera.frames for camera in cameras)
         image_id = 0
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
 
         with ExitStack() as stack:
             writer = None
@@ -404,6 +431,8 @@ def run_bag(args: argparse.Namespace, build_estimator: Any, build_tracker: Any) 
                     state.counts.processed += 1
                     state.counts.persons += len(persons)
                 progress.update(len(batch))
+                if on_progress is not None:
+                    on_progress(progress.n)
 
             def run_ready_cycles(final: bool = False) -> None:
                 while not stop.is_set():
@@ -450,7 +479,7 @@ def run_bag(args: argparse.Namespace, build_estimator: Any, build_tracker: Any) 
             progress.close()
 
         elapsed = time.perf_counter() - started
-        return _summary(
+        code = _summary(
             states,
             processor,
             total,
@@ -461,6 +490,8 @@ def run_bag(args: argparse.Namespace, build_estimator: Any, build_tracker: Any) 
             stop.is_set(),
             estimator,
         )
+        processed = sum(state.counts.processed for state in states.values())
+        return BagRun(code, total, processed, elapsed, time.process_time() - cpu_started)
 
 
 def _output_module() -> Any:
