@@ -1,10 +1,11 @@
 """Recordings benchmark (``pose-ros-infer --bag``), printed figures:
 
-1. Speed: frames/s of the bag path (read, decode, pipeline with tracking, build, serialise and
-   write poses and markers) beside the pipeline's own frames/s on the same frames already decoded
-   in memory, one camera of 320x240 rgb8 frames showing a drawn person (the full-image detector
-   boxes it), the node's default network (ResNet-50 SimpleBaseline 256x192, random weights: the
-   cost does not depend on them). Best of two runs of each, alternating.
+1. Speed: frames/s of the bag path (read, decode, the stream core: pipeline, tracking and
+   smoothing; build, serialise and write poses and markers) beside the stream core's own frames/s
+   on the same frames already decoded in memory: one camera of 320x240 rgb8 frames showing a drawn
+   person (the full-image detector boxes it), the node's default network (ResNet-50 SimpleBaseline
+   256x192, random weights: the cost does not depend on them). Best of two runs of each,
+   alternating.
 2. Memory: the process's resident memory (RSS) over a 5,000-frame recording of small frames
    (ResNet-18 64x48, poses and markers written), after the first 100 frames and at its highest
    afterwards: the recording is streamed, so it stays flat.
@@ -26,6 +27,7 @@ import recordings  # noqa: E402
 
 from pose_ros import cli  # noqa: E402
 from pose_ros.cli_bag import run_bag  # noqa: E402
+from pose_ros.stream import CameraFrame, StreamCore  # noqa: E402
 
 TOPIC = recordings.CameraSpec("bench", "raw")
 
@@ -70,10 +72,7 @@ def run_bag_path(args: argparse.Namespace, **kwargs) -> tuple[float, float, int]
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         run = run_bag(
-            args,
-            build_estimator=lambda: cli.estimator_from_args(args, cli.build_tracker(args)),
-            build_tracker=lambda: cli.build_tracker(args),
-            **kwargs,
+            args, lambda: cli.estimator_from_args(args), cli.stream_settings(args, True), **kwargs
         )
     if run.exit_code != 0:
         raise RuntimeError(f"the bag run ended with exit code {run.exit_code}")
@@ -81,14 +80,17 @@ def run_bag_path(args: argparse.Namespace, **kwargs) -> tuple[float, float, int]
 
 
 def run_pipeline(args: argparse.Namespace, estimator, frames: list) -> tuple[float, float]:
-    """(seconds, processor seconds) for the frames through the same pipeline and tracking, the
-    frames already decoded."""
-    from pose_ros.tracking import track_frame
-
-    tracker = cli.build_tracker(args)
+    """(seconds, processor seconds) for the frames through the same stream core (pipeline,
+    tracking, smoothing), the frames already decoded."""
+    core = StreamCore(estimator, cli.stream_settings(args, True))
     start, cpu_start = time.perf_counter(), time.process_time()
     for index, frame in enumerate(frames):
-        track_frame(estimator, tracker, frame, recordings.START_NS * 1e-9 + index * 0.1)
+        stamp = recordings.START_NS * 1e-9 + index * 0.1
+        (result,) = core.process(
+            [CameraFrame(frame, "RGB", stamp_sec=stamp, arrival_sec=stamp, topic=TOPIC.image_topic)]
+        )
+        if result.error is not None:
+            raise result.error
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
@@ -99,7 +101,7 @@ def speed(tmp: Path, frames: int, device: str, threads: int) -> None:
     images = [rgb for rgb, _ in recordings.camera_frames(frames, width, height)]
     model = "random:simplebaseline_res50"
     args = bag_args(bag, tmp / "speed_out.mcap", model, device, threads)
-    estimator = cli.estimator_from_args(args, cli.build_tracker(args))
+    estimator = cli.estimator_from_args(args)
     run_pipeline(args, estimator, images[:5])  # warm-up
     pipeline_runs, bag_runs = [], []
     for _ in range(2):

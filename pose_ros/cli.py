@@ -25,13 +25,9 @@ from pose_ros.drawing import draw_persons
 from pose_ros.factory import estimator_from_names
 from pose_ros.fileio import atomic_write
 from pose_ros.pipeline import coco_keypoint_results
-from pose_ros.tracking import (
-    DEFAULT_REUSE_SCORE_THRESHOLD,
-    PoseTracker,
-    SmoothingConfig,
-    TrackingConfig,
-    track_frame,
-)
+from pose_ros.smoothing import SmoothingConfig
+from pose_ros.stream import CameraFrame, StreamCore, StreamSettings, settings_from_values
+from pose_ros.tracking import DEFAULT_REUSE_SCORE_THRESHOLD, TrackingConfig
 from pose_ros.types import RANDOM_WEIGHTS_PREFIX
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -116,11 +112,9 @@ def run(args: argparse.Namespace) -> int:
     if args.bag is not None:
         from pose_ros.cli_bag import run_bag
 
-        return run_bag(
-            args,
-            build_estimator=lambda: estimator_from_args(args, build_tracker(args)),
-            build_tracker=lambda: build_tracker(args),
-        ).exit_code
+        # A recording is a sequence: tracked unless --no-tracking.
+        settings = stream_settings(args, args.tracking is not False)
+        return run_bag(args, lambda: estimator_from_args(args), settings).exit_code
     if args.input is None:
         raise InputError("give an image, a folder of images or a video (or --bag RECORDING)")
     source = Path(args.input)
@@ -131,27 +125,12 @@ def run(args: argparse.Namespace) -> int:
     is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
     # Frames of a video are a sequence; a folder is one only when the user says so (--tracking).
     tracking_on = is_video if args.tracking is None else args.tracking
-    tracker = build_tracker(args, tracking_on) if tracking_on else None
-    if args.detector_interval > 1 and tracker is None:
+    if args.detector_interval > 1 and not tracking_on:
         raise ValueError("--detector-interval > 1 needs tracking (a video, or --tracking)")
-    estimator = estimator_from_names(
-        args.model,
-        detector=args.detector,
-        detector_weights=None if args.detector_weights == "none" else args.detector_weights,
-        device=args.device,
-        fp16=args.fp16,
-        allow_random_weights=args.allow_random_weights,
-        # With tracking the detector keeps low boxes too: ByteTrack's second stage uses them.
-        score_threshold=(
-            tracker.tracking.low_score_threshold if tracker is not None else args.score_threshold
-        ),
-        max_persons=args.max_persons,
-        flip_test=args.flip_test,
-        decode=args.decode,
-        engine=args.engine,
-        detector_engine=args.detector_engine,
-        cpu_threads=args.cpu_threads,
-    )
+    settings = stream_settings(args, tracking_on)
+    estimator = estimator_from_args(args)
+    # The node's temporal path: tracks, smoothing, detector interval (the same rules as the node).
+    core = StreamCore(estimator, settings)
     print(f"pose-ros-infer: {estimator.describe()}")
     writer = None
     fps = args.fps
@@ -170,12 +149,17 @@ def run(args: argparse.Namespace) -> int:
     results_path = output / "results.json"
     try:
         for frame in tqdm(frames, total=total or None, unit="frame", disable=total <= 1):
-            if tracker is not None:
-                # Frame times from the frame rate: the tracker's clock (max age, smoothing).
-                stamp = processed / (fps or DEFAULT_SEQUENCE_FPS)
-                persons = track_frame(estimator, tracker, frame.image_bgr, stamp, color_order="BGR")
-            else:
-                persons = estimator(frame.image_bgr, color_order="BGR")
+            # A file has no header stamps: the frame time (from the frame rate) is the clock.
+            frame_time = processed / (fps or DEFAULT_SEQUENCE_FPS)
+            (result,) = core.process(
+                [CameraFrame(frame.image_bgr, "BGR", arrival_sec=frame_time, topic=str(frame.name))]
+            )
+            for event in result.events:
+                if event.kind != "zero_stamp":
+                    log.info("%s", event.message)
+            if result.error is not None:
+                raise result.error
+            persons = result.persons
             annotated = draw_persons(
                 frame.image_bgr,
                 persons,
@@ -196,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 cv2.imwrite(str(output / f"{Path(frame.name).stem}_pose.jpg"), annotated)
             entries = coco_keypoint_results(persons, frame.image_id, decimals=5)
-            if tracker is not None:
+            if tracking_on:
                 for entry, person in zip(entries, persons, strict=True):
                     entry["track_id"] = person.track_id
             results.extend(entries)
@@ -208,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
             writer.release()
         with atomic_write(results_path, "w") as stream:
             json.dump(results, stream)
-    if tracker is not None:
-        stats = tracker.stats
+    if tracking_on and core.cameras:
+        stats = core.camera("").tracker.stats
         print(
             f"pose-ros-infer: tracking: {stats.tracks_started} track(s) started, detector on "
             f"{stats.detector_runs} of {stats.frames} frame(s) (interval {args.detector_interval})"
@@ -223,9 +207,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if processed else 1
 
 
-def estimator_from_args(args: argparse.Namespace, tracker: PoseTracker | None) -> Any:
-    """The pose estimator the options describe; with tracking the detector keeps low boxes too
-    (ByteTrack's second stage uses them)."""
+def estimator_from_args(args: argparse.Namespace) -> Any:
+    """The pose estimator the options describe (the stream core sets its detector's threshold
+    from the stream settings)."""
     return estimator_from_names(
         args.model,
         detector=args.detector,
@@ -233,9 +217,7 @@ def estimator_from_args(args: argparse.Namespace, tracker: PoseTracker | None) -
         device=args.device,
         fp16=args.fp16,
         allow_random_weights=args.allow_random_weights,
-        score_threshold=(
-            tracker.tracking.low_score_threshold if tracker is not None else args.score_threshold
-        ),
+        score_threshold=args.score_threshold,
         max_persons=args.max_persons,
         flip_test=args.flip_test,
         decode=args.decode,
@@ -245,25 +227,27 @@ def estimator_from_args(args: argparse.Namespace, tracker: PoseTracker | None) -
     )
 
 
-def build_tracker(args: argparse.Namespace, enabled: bool = True) -> PoseTracker:
-    """The tracker the options describe (the detector's threshold is the high threshold)."""
-    tracking = TrackingConfig(
-        enabled=enabled,
-        min_hits=args.min_hits,
-        max_age_sec=args.max_age,
-        iou_weight=args.iou_weight,
-        match_threshold=args.match_threshold,
-        score_threshold=args.score_threshold,
-        low_score_threshold=min(TrackingConfig.low_score_threshold, args.score_threshold),
-    )
-    smoothing = SmoothingConfig(
-        enabled=args.smoothing, min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff
-    )
-    return PoseTracker(
-        tracking,
-        smoothing,
-        detector_interval=args.detector_interval,
-        reuse_score_threshold=args.reuse_score_threshold,
+def stream_settings(args: argparse.Namespace, tracking: bool) -> StreamSettings:
+    """The stream settings the options describe, under the node's parameter names (one mapping
+    from names to settings: :func:`pose_ros.stream.settings_from_values`)."""
+    return settings_from_values(
+        {
+            "tracking.enabled": tracking,
+            "tracking.min_hits": args.min_hits,
+            "tracking.max_age_sec": args.max_age,
+            "tracking.iou_weight": args.iou_weight,
+            "tracking.match_threshold": args.match_threshold,
+            "detector.score_threshold": args.score_threshold,
+            "smoothing.enabled": args.smoothing,
+            "smoothing.min_cutoff": args.min_cutoff,
+            "smoothing.beta": args.beta,
+            "smoothing.d_cutoff": args.d_cutoff,
+            "smoothing.position_min_cutoff": args.position_min_cutoff,
+            "smoothing.position_beta": args.position_beta,
+            "detector.interval": args.detector_interval,
+            "detector.reuse_score_threshold": args.reuse_score_threshold,
+            "max_persons": args.max_persons,
+        }
     )
 
 
@@ -342,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--min-cutoff", type=float, default=smooth.min_cutoff, help="Hz")
     track.add_argument("--beta", type=float, default=smooth.beta)
     track.add_argument("--d-cutoff", type=float, default=smooth.d_cutoff, help="Hz")
+    track.add_argument(
+        "--position-min-cutoff", type=float, default=smooth.position_min_cutoff, help="Hz (3D)"
+    )
+    track.add_argument(
+        "--position-beta", type=float, default=smooth.position_beta, help="per m/s (3D)"
+    )
     track.add_argument(
         "--detector-interval",
         type=int,

@@ -28,6 +28,7 @@ from typing import IO, Any, Final
 
 from tqdm import tqdm
 
+from pose_ros.depth_pairing import DepthPairing, Paired
 from pose_ros.fileio import atomic_write
 from pose_ros.recording import (
     CameraTopics,
@@ -37,6 +38,8 @@ from pose_ros.recording import (
     parse_topic_mapping,
     stamp_ns,
 )
+from pose_ros.stream import CameraFrame, StreamCore, StreamSettings
+from pose_ros.types import MIN_IMAGE_SIDE
 
 #: Frames of one camera waiting for the other cameras' frames before a cycle runs without them
 #: (one camera far ahead of another in the recording, or a camera that went quiet).
@@ -78,6 +81,11 @@ def add_bag_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="3D positions from registered depth topics found by convention",
+    )
+    bag.add_argument(
+        "--rectified",
+        action="store_true",
+        help="the images are rectified already (image_rect): the node's camera.rectified",
     )
     bag.add_argument(
         "--annotated",
@@ -134,18 +142,29 @@ class TopicCounts:
     corrupt: int = 0
     failed: int = 0
     persons: int = 0
-    with_depth: int = 0
+    with_positions: int = 0
+    without_depth: int = 0
 
-    def line(self, topic: str) -> str:
+    def line(self, topic: str, depth: bool) -> str:
         parts = [f"{self.read} frame(s) read", f"{self.processed} processed"]
         if self.corrupt:
             parts.append(f"{self.corrupt} corrupt (skipped)")
         if self.failed:
             parts.append(f"{self.failed} failed")
         parts.append(f"{self.persons} person(s)")
-        if self.with_depth:
-            parts.append(f"3D on {self.with_depth}")
+        if depth:
+            parts.append(f"3D positions on {self.with_positions}")
+            if self.without_depth:
+                parts.append(f"{self.without_depth} without a depth image")
         return f"{topic}: " + ", ".join(parts)
+
+
+@dataclass
+class _Colour:
+    """A colour message between the recording and a cycle."""
+
+    msg: Any
+    log_time_ns: int
 
 
 @dataclass
@@ -153,23 +172,18 @@ class _Camera:
     """The state of one camera while the recording is read."""
 
     topics: CameraTopics
+    pairing: DepthPairing | None
     counts: TopicCounts = field(default_factory=TopicCounts)
-    model: Any = None  # PinholeCamera from the latest usable camera_info, or None
+    model: Any = None  # the camera model of the latest usable camera_info, or None
     info_raw: bytes | None = None
-    waiting: deque = field(default_factory=deque)  # decoded colour messages ready for a cycle
+    #: colour frames out of the pairing, waiting for a cycle: (colour, depth message or None)
+    waiting: deque[tuple[_Colour, Any]] = field(default_factory=deque)
 
     @property
     def exhausted(self) -> bool:
-        return self.counts.read >= self.topics.frames
-
-
-@dataclass
-class _Waiting:
-    """A colour message between the recording and a cycle."""
-
-    msg: Any
-    log_time_ns: int
-    depth: Any = None
+        """All of its frames have been read and left the pairing."""
+        pending = self.pairing.waiting if self.pairing is not None else 0
+        return self.counts.read >= self.topics.frames and not pending
 
 
 class _Reporter:
@@ -179,11 +193,12 @@ class _Reporter:
     def __init__(self) -> None:
         self._said: set[tuple[str, str]] = set()
 
-    def once(self, topic: str, kind: str, message: str) -> None:
+    def once(self, topic: str, kind: str, message: str, *, counted: bool = True) -> None:
         if (topic, kind) in self._said:
             return
         self._said.add((topic, kind))
-        tqdm.write(f"{PREFIX}: {message} (further ones on {topic} are counted)", file=sys.stderr)
+        more = f" (further ones on {topic} are counted)" if counted else ""
+        tqdm.write(f"{PREFIX}: {message}{more}", file=sys.stderr)
 
     @staticmethod
     def say(message: str) -> None:
@@ -192,7 +207,7 @@ class _Reporter:
 
 class _ResultsJson:
     """COCO keypoint results streamed into a JSON array (memory stays flat however long the
-    recording), written under a temporary name and renamed when closed."""
+    recording); the file itself is an atomic_write, renamed when closed."""
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
@@ -226,39 +241,6 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-class _FrameProcessor:
-    """One cycle of frames (at most one per camera) through the pipeline and the per-camera
-    temporal path."""
-
-    def __init__(self, estimator: Any, build_tracker: Any) -> None:
-        self._estimator = estimator
-        self._build_tracker = build_tracker
-        self._trackers: dict[str, Any] = {}
-
-    def process(
-        self, frames: list[tuple[str, Any, str, float]]
-    ) -> list[tuple[list, Exception | None]]:
-        from pose_ros.tracking import track_frame
-
-        results: list[tuple[list, Exception | None]] = []
-        for camera, pixels, color_order, stamp in frames:
-            tracker = self._trackers.get(camera)
-            if tracker is None:
-                tracker = self._trackers[camera] = self._build_tracker()
-            try:
-                persons = track_frame(
-                    self._estimator, tracker, pixels, stamp, color_order=color_order
-                )
-                results.append((persons, None))
-            except Exception as error:  # only this frame is lost
-                results.append(([], error))
-        return results
-
-    @property
-    def tracks_started(self) -> int:
-        return sum(t.stats.tracks_started for t in self._trackers.values())
-
-
 @dataclass
 class BagRun:
     """How a run went.
@@ -282,7 +264,7 @@ class BagRun:
 def run_bag(
     args: argparse.Namespace,
     build_estimator: Callable[[], Any],
-    build_tracker: Callable[[], Any],
+    settings: StreamSettings,
     *,
     on_progress: Callable[[int], None] | None = None,
 ) -> BagRun:
@@ -291,20 +273,13 @@ def run_bag(
     Args:
         args: the parsed options.
         build_estimator: makes the pose estimator (called after every check has passed).
-        build_tracker: makes one camera's tracker.
+        settings: the stream core's settings (the node's parameters, from the options).
         on_progress: called with the number of frames done after each cycle (the benchmark's
             memory probe).
 
     Raises:
         RecordingError, pose_ros.ros.recording_output.OutputError: refusals, before any work.
     """
-    from pose_ros.ros.conversions import (
-        ImageConversionError,
-        camera_from_info,
-        compressed_msg_to_array,
-        image_msg_to_array,
-    )
-
     if args.input is not None:
         raise RecordingError(f"give either INPUT ({args.input}) or --bag, not both")
     with Recording(args.bag) as recording:
@@ -350,148 +325,248 @@ def run_bag(
             )
         estimator = build_estimator()
         print(f"{PREFIX}: {estimator.describe()}")
-        processor = _FrameProcessor(estimator, build_tracker)
-        states = {camera.image: _Camera(camera) for camera in cameras}
-        roles: dict[str, tuple[str, _Camera]] = {}
-        for state in states.values():
-            roles[state.topics.image] = ("image", state)
-            if state.topics.camera_info:
-                roles[state.topics.camera_info] = ("camera_info", state)
-        max_pixels = int(args.max_image_pixels)
-        reporter = _Reporter()
-        stop = threading.Event()
-        total = sum(camera.frames for camera in cameras)
-        image_id = 0
-        started, cpu_started = time.perf_counter(), time.process_time()
-
-        with ExitStack() as stack:
-            writer = None
-            if output_module is not None:
-                writer = output_module.RecordingOutput(
-                    output,
-                    cameras,
-                    storage=args.output_storage,
-                    annotated=args.annotated,
-                    keypoint_threshold=args.keypoint_threshold,
-                )
-                stack.callback(writer.close)
-                if args.copy_input:
-                    writer.copy_topics(recording.connections(list(roles)), recording.typestore)
-            results = _ResultsJson(stack.enter_context(atomic_write(results_path, "w")))
-            stack.callback(results.close)
-            progress = stack.enter_context(
-                tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
-            )
-            stack.enter_context(_stop_on_signals(stop))
-
-            def run_cycle(batch: list[tuple[_Camera, _Waiting]]) -> None:
-                nonlocal image_id
-                frames, kept = [], []
-                for state, waiting in batch:
-                    convert = (
-                        compressed_msg_to_array if state.topics.compressed else image_msg_to_array
-                    )
-                    try:
-                        image = convert(waiting.msg, max_pixels=max_pixels)
-                    except ImageConversionError as error:
-                        state.counts.corrupt += 1
-                        reporter.once(
-                            state.topics.image,
-                            "image",
-                            f"{state.topics.image}: bad frame skipped: {error}",
-                        )
-                        continue
-                    stamp = stamp_ns(waiting.msg.header) * 1e-9
-                    frames.append((state.topics.image, image.pixels, image.color_order, stamp))
-                    kept.append((state, waiting, image))
-                for (state, waiting, image), (persons, error) in zip(
-                    kept, processor.process(frames), strict=True
-                ):
-                    if error is not None:
-                        state.counts.failed += 1
-                        reporter.once(
-                            state.topics.image,
-                            "failed",
-                            f"{state.topics.image}: processing a frame failed: "
-                            f"{type(error).__name__}: {error}",
-                        )
-                        continue
-                    if writer is not None:
-                        writer.write_frame(
-                            state.topics,
-                            waiting.msg.header,
-                            waiting.log_time_ns,
-                            image.pixels,
-                            image.color_order,
-                            persons,
-                            state.model,
-                        )
-                    results.add(_result_entries(persons, image_id, state.topics.image, waiting))
-                    image_id += 1
-                    state.counts.processed += 1
-                    state.counts.persons += len(persons)
-                progress.update(len(batch))
-                if on_progress is not None:
-                    on_progress(progress.n)
-
-            def run_ready_cycles(final: bool = False) -> None:
-                while not stop.is_set():
-                    queued = [s for s in states.values() if s.waiting]
-                    if not queued:
-                        return
-                    everyone = all(s.waiting or s.exhausted for s in states.values())
-                    crowded = any(len(s.waiting) >= MAX_WAITING_FRAMES for s in queued)
-                    if not (final or everyone or crowded):
-                        return
-                    run_cycle([(s, s.waiting.popleft()) for s in queued])
-
-            messages = recording.messages(list(roles))
-            while not stop.is_set():
-                try:
-                    connection, log_time_ns, raw = next(messages)
-                except StopIteration:
-                    break
-                except RecordingError as error:
-                    # A truncated file: what was read is processed and written, then the summary.
-                    reporter.say(f"{error}; the outputs hold the frames read before")
-                    break
-                if writer is not None and args.copy_input:
-                    writer.write_input(connection, log_time_ns, raw)
-                role, state = roles[connection.topic]
-                try:
-                    msg = recording.decode(connection, raw)
-                except CorruptMessageError as error:
-                    if role == "image":
-                        state.counts.read += 1
-                        state.counts.corrupt += 1
-                        progress.update(1)
-                    reporter.once(
-                        connection.topic, "corrupt", f"{connection.topic}: corrupt message: {error}"
-                    )
-                    continue
-                if role == "camera_info":
-                    _update_camera_model(state, raw, msg, camera_from_info, reporter)
-                    continue
-                state.counts.read += 1
-                state.waiting.append(_Waiting(msg, log_time_ns))
-                run_ready_cycles()
-            run_ready_cycles(final=True)
-            progress.close()
-
-        elapsed = time.perf_counter() - started
-        code = _summary(
-            states,
-            processor,
-            total,
-            elapsed,
-            output,
-            writer,
-            results_path,
-            stop.is_set(),
-            estimator,
+        return _process(
+            args, recording, cameras, estimator, settings, output, results_path, on_progress
         )
-        processed = sum(state.counts.processed for state in states.values())
-        return BagRun(code, total, processed, elapsed, time.process_time() - cpu_started)
+
+
+def _process(
+    args: argparse.Namespace,
+    recording: Recording,
+    cameras: list[CameraTopics],
+    estimator: Any,
+    settings: StreamSettings,
+    output: Path | None,
+    results_path: Path,
+    on_progress: Callable[[int], None] | None,
+) -> BagRun:
+    """The processing loop: messages in log-time order → pairing → cycles → outputs."""
+    from pose_ros.ros.conversions import (
+        ImageConversionError,
+        compressed_msg_to_array,
+        depth_msg_to_array,
+        image_msg_to_array,
+    )
+
+    core = StreamCore(estimator, settings)
+    start_sec = recording.start_ns * 1e-9
+    states = {
+        camera.image: _Camera(
+            camera,
+            None
+            if camera.depth is None
+            else DepthPairing(settings.depth.slop_sec, depth_topic=camera.depth, start=start_sec),
+        )
+        for camera in cameras
+    }
+    roles: dict[str, tuple[str, _Camera]] = {}
+    for state in states.values():
+        roles[state.topics.image] = ("image", state)
+        if state.topics.camera_info:
+            roles[state.topics.camera_info] = ("camera_info", state)
+        if state.topics.depth:
+            roles[state.topics.depth] = ("depth", state)
+    max_pixels = int(args.max_image_pixels)
+    reporter = _Reporter()
+    stop = threading.Event()
+    total = sum(camera.frames for camera in cameras)
+    image_id = 0
+    started, cpu_started = time.perf_counter(), time.process_time()
+
+    with ExitStack() as stack:
+        writer = None
+        if output is not None:
+            writer = _output_module().RecordingOutput(
+                output,
+                cameras,
+                storage=args.output_storage,
+                annotated=args.annotated,
+                keypoint_threshold=args.keypoint_threshold,
+            )
+            stack.callback(writer.close)
+            if args.copy_input:
+                writer.copy_topics(recording.connections(list(roles)), recording.typestore)
+        results = _ResultsJson(stack.enter_context(atomic_write(results_path, "w")))
+        stack.callback(results.close)
+        progress = stack.enter_context(
+            tqdm(total=total, unit="frame", dynamic_ncols=True, file=sys.stderr)
+        )
+        stack.enter_context(_stop_on_signals(stop))
+
+        def post(state: _Camera, frames: list[Paired]) -> None:
+            """Colour frames out of the pairing, into the camera's waiting line."""
+            for paired in frames:
+                if paired.why is not None:
+                    state.counts.without_depth += 1
+                    reporter.once(
+                        state.topics.image,
+                        "without_depth",
+                        f"{state.topics.image}: frame processed without depth: {paired.why}",
+                    )
+                state.waiting.append((paired.colour, paired.depth))
+
+        def prepare(state: _Camera, colour: _Colour, depth_msg: Any) -> CameraFrame | None:
+            """The stream core's frame of one message; None for a bad frame (counted)."""
+            topic = state.topics.image
+            convert = compressed_msg_to_array if state.topics.compressed else image_msg_to_array
+            try:
+                image = convert(colour.msg, max_pixels=max_pixels)
+            except ImageConversionError as error:
+                state.counts.corrupt += 1
+                reporter.once(topic, "image", f"{topic}: bad frame skipped: {error}")
+                return None
+            if min(image.width, image.height) < MIN_IMAGE_SIDE:
+                state.counts.corrupt += 1
+                reporter.once(
+                    topic,
+                    "image",
+                    f"{topic}: bad frame skipped: {image.width}x{image.height} is smaller than "
+                    f"the {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels the pose network needs",
+                )
+                return None
+            header = colour.msg.header
+            if not header.frame_id:
+                reporter.once(
+                    topic,
+                    "frame_id",
+                    f"images on {topic} have an empty header.frame_id: poses keep it, but RViz "
+                    "cannot place the markers",
+                    counted=False,
+                )
+            depth_m = None
+            if depth_msg is not None:
+                try:
+                    depth_m = depth_msg_to_array(depth_msg, max_pixels=max_pixels)
+                except ImageConversionError as error:
+                    reporter.once(
+                        state.topics.depth or "",
+                        "depth",
+                        f"bad depth frame on {state.topics.depth}: {error}; frame processed "
+                        "without positions",
+                    )
+            return CameraFrame(
+                image.pixels,
+                image.color_order,
+                stamp_sec=stamp_ns(header) * 1e-9,
+                arrival_sec=colour.log_time_ns * 1e-9,
+                camera=topic,
+                frame_id=str(header.frame_id),
+                camera_model=state.model,
+                depth_m=depth_m,
+                topic=topic,
+                depth_topic=state.topics.depth or "",
+            )
+
+        def run_cycle(batch: list[tuple[_Camera, tuple[_Colour, Any]]]) -> None:
+            """At most one frame per camera: one stream-core cycle (one network batch)."""
+            nonlocal image_id
+            kept = []
+            for state, (colour, depth_msg) in batch:
+                frame = prepare(state, colour, depth_msg)
+                if frame is not None:
+                    kept.append((state, colour, frame))
+            for (state, colour, frame), result in zip(
+                kept, core.process([frame for _, _, frame in kept]), strict=True
+            ):
+                topic = state.topics.image
+                for event in result.events:
+                    reporter.once(topic, event.kind, f"{topic}: {event.message}", counted=False)
+                if result.error is not None:
+                    state.counts.failed += 1
+                    reporter.once(
+                        topic,
+                        "failed",
+                        f"{topic}: processing a frame failed: {type(result.error).__name__}: "
+                        f"{result.error}",
+                    )
+                    continue
+                persons = result.persons
+                if writer is not None:
+                    writer.write_frame(
+                        state.topics,
+                        colour.msg.header,
+                        colour.log_time_ns,
+                        frame.image,
+                        frame.color_order,
+                        persons,
+                        frame.camera_model,
+                    )
+                results.add(_result_entries(persons, image_id, topic, colour))
+                image_id += 1
+                state.counts.processed += 1
+                state.counts.persons += len(persons)
+                state.counts.with_positions += int(result.has_positions)
+            progress.update(len(batch))
+            if on_progress is not None:
+                on_progress(progress.n)
+
+        def run_ready_cycles(final: bool = False) -> None:
+            """Cycles while every camera has a frame waiting (or has none left to come), or one
+            camera is far ahead; at the end, until nothing waits."""
+            while not stop.is_set():
+                queued = [s for s in states.values() if s.waiting]
+                if not queued:
+                    return
+                everyone = all(s.waiting or s.exhausted for s in states.values())
+                crowded = any(len(s.waiting) >= MAX_WAITING_FRAMES for s in queued)
+                if not (final or everyone or crowded):
+                    return
+                run_cycle([(s, s.waiting.popleft()) for s in queued])
+
+        messages = recording.messages(list(roles))
+        while not stop.is_set():
+            try:
+                connection, log_time_ns, raw = next(messages)
+            except StopIteration:
+                break
+            except RecordingError as error:
+                # A truncated file: what was read is processed and written, then the summary.
+                reporter.say(f"{error}; the outputs hold the frames read before")
+                break
+            if writer is not None and args.copy_input:
+                writer.write_input(connection, log_time_ns, raw)
+            now = log_time_ns * 1e-9
+            role, state = roles[connection.topic]
+            try:
+                msg = recording.decode(connection, raw)
+            except CorruptMessageError as error:
+                if role == "image":
+                    state.counts.read += 1
+                    state.counts.corrupt += 1
+                    progress.update(1)
+                reporter.once(
+                    connection.topic, "corrupt", f"{connection.topic}: corrupt message: {error}"
+                )
+                msg = None
+            if msg is not None and role == "camera_info":
+                _update_camera_model(state, raw, msg, bool(args.rectified), reporter)
+            elif msg is not None and role == "depth":
+                post(state, state.pairing.add_depth(msg, stamp_ns(msg.header) * 1e-9, now))
+            elif msg is not None:
+                state.counts.read += 1
+                colour = _Colour(msg, log_time_ns)
+                if state.pairing is None:
+                    post(state, [Paired(colour, None, None, now)])
+                else:
+                    post(state, state.pairing.add_colour(colour, stamp_ns(msg.header) * 1e-9, now))
+            # The recording's log time is the pairing's clock (the node's is its own).
+            for other in states.values():
+                if other.pairing is not None:
+                    post(other, other.pairing.expire(now))
+            run_ready_cycles()
+        if not stop.is_set():
+            for state in states.values():
+                if state.pairing is not None:
+                    post(state, state.pairing.flush("the recording ended"))
+            run_ready_cycles(final=True)
+        progress.close()
+
+    elapsed = time.perf_counter() - started
+    code = _summary(
+        states, core, total, elapsed, output, writer, results_path, stop.is_set(), estimator
+    )
+    processed = sum(state.counts.processed for state in states.values())
+    return BagRun(code, total, processed, elapsed, time.process_time() - cpu_started)
 
 
 def _output_module() -> Any:
@@ -508,16 +583,18 @@ def _output_module() -> Any:
 
 
 def _update_camera_model(
-    state: _Camera, raw: bytes, msg: Any, camera_from_info: Any, reporter: _Reporter
+    state: _Camera, raw: bytes, msg: Any, rectified: bool, reporter: _Reporter
 ) -> None:
-    """The camera's model from its latest camera_info (unchanged bytes: nothing to do)."""
+    """The camera's model from its latest camera_info, as the node reads it (unchanged bytes:
+    nothing to do)."""
     from pose_ros.camera import CameraModelError
+    from pose_ros.ros.conversions import camera_from_info
 
     if state.info_raw == raw:
         return
     state.info_raw = bytes(raw)
     try:
-        state.model = camera_from_info(msg)
+        state.model = camera_from_info(msg, rectified=rectified)
     except CameraModelError as error:
         state.model = None
         reporter.once(
@@ -528,11 +605,11 @@ def _update_camera_model(
         )
 
 
-def _result_entries(persons: list, image_id: int, topic: str, waiting: _Waiting) -> list[dict]:
+def _result_entries(persons: list, image_id: int, topic: str, colour: _Colour) -> list[dict]:
     from pose_ros.pipeline import coco_keypoint_results
 
     entries = coco_keypoint_results(persons, image_id, decimals=5)
-    stamp = stamp_ns(waiting.msg.header)
+    stamp = stamp_ns(colour.msg.header)
     for entry, person in zip(entries, persons, strict=True):
         entry["track_id"] = int(person.track_id)
         entry["topic"] = topic
@@ -542,7 +619,7 @@ def _result_entries(persons: list, image_id: int, topic: str, waiting: _Waiting)
 
 def _summary(
     states: dict[str, _Camera],
-    processor: _FrameProcessor,
+    core: StreamCore,
     total: int,
     elapsed: float,
     output: Path | None,
@@ -552,13 +629,14 @@ def _summary(
     estimator: Any,
 ) -> int:
     for topic, state in states.items():
-        print(f"{PREFIX}: {state.counts.line(topic)}")
+        print(f"{PREFIX}: {state.counts.line(topic, state.topics.depth is not None)}")
     read = sum(s.counts.read for s in states.values())
     processed = sum(s.counts.processed for s in states.values())
     rate = processed / elapsed if elapsed > 0 else 0.0
+    started = sum(state.tracker.stats.tracks_started for state in core.cameras.values())
     print(
         f"{PREFIX}: {processed} frame(s) processed in {elapsed:.1f} s ({rate:.1f} frames/s); "
-        f"{processor.tracks_started} track(s) started"
+        f"{started} track(s) started"
     )
     if output is not None:
         print(f"{PREFIX}: output: {output} ({writer.messages_written} message(s))")

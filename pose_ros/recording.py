@@ -199,6 +199,11 @@ class Recording:
             self._reader.close()
 
     @property
+    def start_ns(self) -> int:
+        """Log time of the recording's first message (ns)."""
+        return int(self._reader.start_time)
+
+    @property
     def typestore(self) -> Any:
         """The rosbags typestore of the recording's own message definitions."""
         return self._reader.typestore

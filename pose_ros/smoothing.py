@@ -16,7 +16,7 @@ The first sample passes unchanged (``dx_hat = 0``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,30 +25,49 @@ import numpy as np
 class SmoothingConfig:
     """One-Euro settings (defaults are the node's parameter defaults).
 
+    Keypoint pixels and 3D positions are smoothed with settings of their own, because ``beta``
+    has the unit of the signal: the pixel settings on positions would leave the cutoff near
+    ``min_cutoff`` (a person walking at 1.5 m/s is a speed of 1.5, against hundreds of px/s in
+    the image) and positions would lag by about 0.2 m.
+
     Attributes:
-        enabled: False publishes the network's raw keypoints.
-        min_cutoff: Hz, the cutoff at rest: lower smooths more (and lags more when slow).
-        beta: 1 / (units of the signal), how fast the cutoff rises with speed: higher follows fast
-            motion with less lag (and lets more jitter through while moving). The units are pixels
-            for ``x, y`` and metres for 3D positions, so positions (slow in metres/s) are smoothed
-            close to ``min_cutoff``.
-        d_cutoff: Hz, the cutoff of the speed estimate.
+        enabled: False publishes the network's raw keypoints (and raw positions).
+        min_cutoff: Hz, the cutoff of keypoint ``x, y`` at rest: lower smooths more (and lags more
+            when slow).
+        beta: per px/s: how fast the cutoff of ``x, y`` rises with their speed: higher follows
+            fast motion with less lag (and lets more jitter through while moving).
+        d_cutoff: Hz, the cutoff of the speed estimate (pixels and positions).
+        position_min_cutoff: Hz, the cutoff of 3D positions (and the person centre) at rest.
+        position_beta: per m/s: how fast the cutoff of positions rises with their speed. With
+            1 Hz and 4, a person walking at 1.5 m/s lags 2.4 cm at 30 Hz (2.9 cm at 10 Hz), and
+            depth noise at rest is cut about six-fold.
     """
 
     enabled: bool = True
     min_cutoff: float = 1.0
     beta: float = 0.05
     d_cutoff: float = 1.0
+    position_min_cutoff: float = 1.0
+    position_beta: float = 4.0
 
     def __post_init__(self) -> None:
-        for name in ("min_cutoff", "d_cutoff"):
+        for name in ("min_cutoff", "d_cutoff", "position_min_cutoff"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (_number(value) and value > 0):
                 raise ValueError(f"smoothing.{name} must be a number > 0 Hz, got {value!r}")
-        if not (
-            isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0
-        ):
-            raise ValueError(f"smoothing.beta must be a number >= 0, got {self.beta!r}")
+        for name in ("beta", "position_beta"):
+            value = getattr(self, name)
+            if not (_number(value) and value >= 0):
+                raise ValueError(f"smoothing.{name} must be a number >= 0, got {value!r}")
+
+    def for_positions(self) -> SmoothingConfig:
+        """The settings of the metre-valued signals: the position cutoff and beta in place of the
+        pixel ones."""
+        return replace(self, min_cutoff=self.position_min_cutoff, beta=self.position_beta)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _alpha(cutoff: np.ndarray | float, dt: np.ndarray) -> np.ndarray:

@@ -32,7 +32,6 @@ ROSDEP_KEYS = {
     "diagnostic_msgs": "diagnostic_msgs",
     "lifecycle_msgs": "lifecycle_msgs",
     "std_srvs": "std_srvs",
-    "message_filters": "message_filters",
     "launch": "launch",
     "launch_ros": "launch_ros",
     "ament_index_python": "ament_index_python",
@@ -527,9 +526,10 @@ def test_code_compiles_on_python_310(tmp_path: Path) -> None:
 
 
 def test_humble_fallbacks_of_the_node_import() -> None:
-    """The node's rclpy fallbacks for Humble, run for real: `rclpy.event_handler` (Iron+) made
-    unimportable, so `rclpy.qos_event` (Humble's name, still a shim in Jazzy) is used; and
-    `qos_policy_name_from_kind` removed, so the node's own fallback is."""
+    """The rclpy fallbacks of the node's subscriptions for Humble, run for real:
+    `rclpy.event_handler` (Iron+) made unimportable, so `rclpy.qos_event` (Humble's name, still a
+    shim in Jazzy) is used; and `qos_policy_name_from_kind` removed, so the node's own fallback
+    is."""
     probe = """
 import importlib, sys, warnings
 import pose_ros.ros.node  # everything it needs, loaded the normal way first
@@ -539,8 +539,8 @@ with warnings.catch_warnings():
 import rclpy.qos
 sys.modules["rclpy.event_handler"] = None  # `from rclpy.event_handler import` fails, as on Humble
 del rclpy.qos.qos_policy_name_from_kind
-del sys.modules["pose_ros.ros.node"]
-node = importlib.import_module("pose_ros.ros.node")  # the module body again, with the fallbacks
+del sys.modules["pose_ros.ros.inputs"]
+node = importlib.import_module("pose_ros.ros.inputs")  # the module body again, with the fallbacks
 assert node.SubscriptionEventCallbacks.__name__ == "SubscriptionEventCallbacks"
 assert node.qos_policy_name_from_kind(1) == "1"
 print("humble fallbacks ok")

@@ -491,11 +491,22 @@ def depth_array_to_msg(
     return msg
 
 
-def camera_from_info(msg: CameraInfo) -> PinholeCamera:
-    """The intrinsics of a CameraInfo (K for an image of msg.width x msg.height).
+def camera_from_info(msg: CameraInfo, *, rectified: bool = False) -> PinholeCamera:
+    """The camera model of a CameraInfo (K, D, R, P for an image of msg.width x msg.height), as
+    image_geometry reads it; ``rectified``: the images it describes are rectified already.
 
     Raises:
         pose_ros.camera.CameraModelError: K all zero (``uncalibrated``), non-finite, or outside a
-            physically sane range; the message says which value and why.
+            physically sane range; an unsupported distortion model for a raw image; the message
+            says which value and why.
     """
-    return PinholeCamera.from_k(msg.k, int(msg.width), int(msg.height))
+    return PinholeCamera.from_camera_info(
+        msg.k,
+        int(msg.width),
+        int(msg.height),
+        distortion_model=str(msg.distortion_model),
+        d=list(msg.d),
+        r=list(msg.r),
+        p=list(msg.p),
+        rectified=rectified,
+    )

@@ -74,6 +74,9 @@ class InputHealth:
     cameras: int = 1
     #: pose-network calls of the node since configure, all cameras together (None: no model)
     network_calls: int | None = None
+    #: frames whose header stamp was 0 / repeated the previous one: their arrival time stood in
+    zero_stamps: int = 0
+    repeated_stamps: int = 0
 
 
 def no_input_message(health: InputHealth, seconds: float | None = None) -> str | None:
@@ -167,6 +170,9 @@ def build_status(health: InputHealth, hardware_id: str) -> DiagnosticStatus:
         "pose network calls (node)": "n/a"
         if health.network_calls is None
         else str(health.network_calls),
+        # Answered with the arrival time standing in for the stamp (never dropped).
+        "frames with stamp 0": str(health.zero_stamps),
+        "frames with a repeated stamp": str(health.repeated_stamps),
     }
     if health.camera:
         values = {"camera": health.camera, **values}
