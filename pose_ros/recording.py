@@ -319,7 +319,9 @@ class Recording:
             CorruptMessageError: the bytes do not decode as the connection's type.
         """
         try:
-            return self._reader.deserialize(raw, connection.msgtype)
+            # A writable copy: the arrays of the message (an image's pixels) are views on it, and
+            # the pipeline hands pixels to PyTorch, which warns about read-only memory.
+            return self._reader.deserialize(bytearray(raw), connection.msgtype)
         except Exception as error:  # rosbags raises several kinds for bytes that do not fit
             raise CorruptMessageError(
                 f"{len(raw)} bytes do not decode as {connection.msgtype}: {_reason(error)}"

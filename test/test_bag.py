@@ -21,7 +21,7 @@ from rosbags.highlevel import AnyReader
 from pose_ros.demo_scene import FIGURE_DISTANCE_M, WALL_DISTANCE_M
 from pose_ros.recording import Recording, RecordingError, depth_candidates, image_namespace
 
-POSES = "pose_ros/msg/PersonPoseArray"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
 FAST = ("--detector", "full_image", "--device", "cpu", "--cpu-threads", "1")
 
 
@@ -306,3 +306,38 @@ def test_conventions_for_camera_info_and_depth(three_camera_bag) -> None:
             recording.select_cameras(
                 ["/cam_a/image_raw"], camera_info={"/cam_a/image_raw": "/cam_a/image_raw"}
             )
+
+
+def test_a_ros1_bag_is_read_too(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from recordings import camera_frames
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS1_NOETIC)
+    types = store.types
+    bag = tmp_path / "old.bag"
+    with Writer(bag) as writer:
+        connection = writer.add_connection("/cam/image_raw", IMAGE_TYPE, typestore=store)
+        for index, (rgb, _) in enumerate(camera_frames(5, 160, 120)):
+            stamp = types["builtin_interfaces/msg/Time"](sec=100 + index, nanosec=0)
+            head = types["std_msgs/msg/Header"](seq=index, stamp=stamp, frame_id="cam")
+            msg = types[IMAGE_TYPE](
+                header=head,
+                height=120,
+                width=160,
+                encoding="rgb8",
+                is_bigendian=0,
+                step=480,
+                data=rgb.reshape(-1),
+            )
+            writer.write(connection, (100 + index) * 10**9, store.serialize_ros1(msg, IMAGE_TYPE))
+    out = tmp_path / "old_poses.mcap"
+    args = ("--bag", str(bag), "--topic", "/cam/image_raw", "--model", str(tiny_checkpoint))
+    result = run_cli(*args, *FAST, "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    poses = [msg for _, msg in read_with_rosbags(out)["/cam/poses"]]
+    assert [(m.header.stamp.sec, m.header.frame_id) for m in poses] == [
+        (100 + i, "cam") for i in range(5)
+    ]
+    copy = run_cli(*args, "--copy-input", "--output", str(tmp_path / "copy.mcap"))
+    assert copy.returncode == 2 and "a ROS 1 bag's messages are not" in copy.stderr
