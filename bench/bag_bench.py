@@ -4,10 +4,10 @@
    smoothing; build, serialise and write poses and markers) beside the stream core's own frames/s
    on the same frames already decoded in memory: one camera of 320x240 rgb8 frames showing a drawn
    person (the full-image detector boxes it), the node's default network (ResNet-50 SimpleBaseline
-   256x192, random weights: the cost does not depend on them). Best of two runs of each,
-   alternating.
+   256x192, random weights: the cost does not depend on them), the same estimator object for
+   both. Best of three runs of each, alternating.
 2. Memory: the process's resident memory (RSS) over a 5,000-frame recording of small frames
-   (ResNet-18 64x48, poses and markers written), after the first 100 frames and at its highest
+   (ResNet-18 96x64, poses and markers written), after the first 100 frames and at its highest
    afterwards: the recording is streamed, so it stays flat.
 
     scripts/ros-env python -m bench.bag_bench [--quick] [--device cpu|cuda]
@@ -30,6 +30,8 @@ from pose_ros.cli_bag import run_bag  # noqa: E402
 from pose_ros.stream import CameraFrame, StreamCore  # noqa: E402
 
 TOPIC = recordings.CameraSpec("bench", "raw")
+#: Runs of each path, alternating; the best counts (other work only ever slows a run down).
+RUNS = 3
 
 
 def rss_mb() -> float:
@@ -64,7 +66,7 @@ def bag_args(bag: Path, output: Path, model: str, device: str, threads: int) -> 
     )
 
 
-def run_bag_path(args: argparse.Namespace, **kwargs) -> tuple[float, float, int]:
+def run_bag_path(args: argparse.Namespace, estimator=None, **kwargs) -> tuple[float, float, int]:
     """(seconds and processor seconds of the processing loop, frames processed) of one bag run
     (its output silenced)."""
     import contextlib
@@ -72,7 +74,10 @@ def run_bag_path(args: argparse.Namespace, **kwargs) -> tuple[float, float, int]
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         run = run_bag(
-            args, lambda: cli.estimator_from_args(args), cli.stream_settings(args, True), **kwargs
+            args,
+            lambda: estimator if estimator is not None else cli.estimator_from_args(args),
+            cli.stream_settings(args, True),
+            **kwargs,
         )
     if run.exit_code != 0:
         raise RuntimeError(f"the bag run ended with exit code {run.exit_code}")
@@ -104,9 +109,10 @@ def speed(tmp: Path, frames: int, device: str, threads: int) -> None:
     estimator = cli.estimator_from_args(args)
     run_pipeline(args, estimator, images[:5])  # warm-up
     pipeline_runs, bag_runs = [], []
-    for _ in range(2):
+    for _ in range(RUNS):
         pipeline_runs.append(run_pipeline(args, estimator, images))
-        seconds, cpu_seconds, processed = run_bag_path(args)
+        # The same estimator object: only what the bag path adds differs.
+        seconds, cpu_seconds, processed = run_bag_path(args, estimator)
         assert processed == frames, processed
         bag_runs.append((seconds, cpu_seconds))
     # Best of the runs: other work on the machine only ever slows a run down.
@@ -114,7 +120,7 @@ def speed(tmp: Path, frames: int, device: str, threads: int) -> None:
     bag_wall, bag_cpu = (min(run[i] for run in bag_runs) for i in (0, 1))
     print(
         f"  speed ({frames} frames {width}x{height} rgb8, ResNet-50 256x192, {device}, "
-        f"{threads or 'all'} thread(s), best of 2):"
+        f"{threads or 'all'} thread(s), best of {RUNS}):"
     )
     for name, wall, cpu in (
         ("pipeline alone (decoded frames in memory)", pipeline_wall, pipeline_cpu),
@@ -139,8 +145,8 @@ def memory(tmp: Path, frames: int, device: str, threads: int) -> None:
     bag = tmp / "memory"
     recordings.write_recording(bag, [TOPIC], frames, width=96, height=72)
     torch.manual_seed(0)
-    checkpoint = tmp / "res18_64x48.pt"
-    save_checkpoint(build_pose_model("simplebaseline_res18", input_size=(64, 48)), checkpoint)
+    checkpoint = tmp / "res18_96x64.pt"
+    save_checkpoint(build_pose_model("simplebaseline_res18", input_size=(96, 64)), checkpoint)
     args = bag_args(bag, tmp / "memory_out.mcap", str(checkpoint), device, threads)
     probe: dict[str, float] = {}
 
@@ -152,7 +158,7 @@ def memory(tmp: Path, frames: int, device: str, threads: int) -> None:
 
     seconds, _, processed = run_bag_path(args, on_progress=on_progress)
     growth = probe["highest"] - probe["after_100"]
-    print(f"  memory ({processed} frames 96x72 rgb8, ResNet-18 64x48, {seconds:.0f} s):")
+    print(f"  memory ({processed} frames 96x72 rgb8, ResNet-18 96x64, {seconds:.0f} s):")
     print(
         f"    RSS after 100 frames {probe['after_100']:.0f} MB, highest afterwards "
         f"{probe['highest']:.0f} MB: {growth:+.1f} MB over the recording"
