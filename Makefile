@@ -26,7 +26,7 @@ test: build
 	$(PY) -m pytest test $(PYTEST_ARGS)
 
 demo: build
-	$(PY) -m pose_ros.demo --output demo_output $(DEMO_ARGS)
+	$(PY) -m devtools.demo --output demo_output $(DEMO_ARGS)
 
 bench: build
 	$(PY) -m bench.run_all $(BENCH_ARGS)

@@ -35,6 +35,8 @@ setup(
     extras_require={
         # evaluation with pycocotools, the ONNX Runtime detector backend, export, training logs
         "train": ["pycocotools>=2.0.7", "onnxruntime>=1.17", "onnx>=1.16", "tensorboard>=2.16"],
+        # engine 'triton': the pose network on a Triton Inference Server (docs/triton.md)
+        "triton": ["tritonclient[grpc,http]>=2.50"],
     },
     entry_points={
         "console_scripts": [

@@ -40,6 +40,8 @@ META_PREPROCESSING = "pose_ros.preprocessing"
 META_ARCH = "pose_ros.arch"
 META_NUM_KEYPOINTS = "pose_ros.num_keypoints"
 META_HEATMAP_SIZE = "pose_ros.heatmap_size"
+#: What the graph returns (pose_ros.types.OUTPUT_*); absent: heatmaps.
+META_OUTPUT_KIND = "pose_ros.output_kind"
 INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
 #: Lowest opset accepted: 17 has every op of the pose networks in its final form.
@@ -72,6 +74,8 @@ class _RunnerBase:
             ) from None
         self._heatmap_size = (int(height), int(width))
         self.source = source
+        #: Heatmaps, or keypoints decoded inside the graph (a Triton repository's model).
+        self.output_kind = metadata.get(META_OUTPUT_KIND, "heatmaps")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -149,12 +153,25 @@ class OnnxPoseRunner(_RunnerBase):
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
+        # Graphs with pixel crops in (uint8, normalised inside: a Triton repository's model).
+        self._uint8_input = self.session.get_inputs()[0].type == "tensor(uint8)"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised crops -> (N, K, H/4, W/4) float32 heatmaps on x's device."""
+        """(N, 3, H, W) normalised crops -> (N, K, H/4, W/4) float32 heatmaps on x's device
+        (or what the graph's ``output_kind`` says)."""
+        if self._uint8_input:
+            array = uint8_crops(x)
+            (output,) = self.session.run([self._output], {self._input: array})
+            return torch.from_numpy(output).to(x.device)
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         (heatmaps,) = self.session.run([self._output], {self._input: array})
         return torch.from_numpy(heatmaps).to(x.device)
+
+
+def uint8_crops(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) crops of 0..255 pixel values (any float dtype and device) as the contiguous
+    uint8 array a graph with pixel input takes: rounded to the nearest value, clipped."""
+    return x.detach().float().round().clamp(0, 255).to("cpu", torch.uint8).contiguous().numpy()
 
 
 def onnx_session(ort: Any, path: Path, providers: list[Any], threads: int | None) -> Any:

@@ -369,7 +369,7 @@ class StreamCore:
             try:
                 pending.append(self._begin(result))
             except Exception as error:  # this frame's own steps: only it is lost
-                result.error = error
+                result.error = _without_traceback(error)
         if pending:
             self._estimate(pending)
         return results
@@ -402,6 +402,7 @@ class StreamCore:
                 ]
             )
         except Exception as error:  # the batch failed: every frame in it did
+            error = _without_traceback(error)
             for item in pending:
                 item.result.error = error
             return
@@ -414,7 +415,7 @@ class StreamCore:
                 persons = self._attach_depth(item.state, result, persons)
                 result.persons = item.state.tracker.end_frame(persons)
             except Exception as error:
-                result.error = error
+                result.error = _without_traceback(error)
                 result.persons = []
             result.core_ms = (item.own_s + time.perf_counter() - finish_start) * 1e3
 
@@ -483,6 +484,22 @@ class StreamCore:
             state.warn_once(result.events, kind, message, level=level)
         else:
             result.events.append(StreamEvent(level, kind, message))
+
+
+def _without_traceback(error: Exception) -> Exception:
+    """The error as a result keeps it: without the tracebacks of it and of the errors it chains
+    (``__cause__``, ``__context__``), whose frames hold the cycle's images, crops and results (a
+    reference cycle that would keep them alive until a full collection)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending += [current.__cause__, current.__context__]
+    return error
 
 
 def settings_from_values(values: dict[str, Any]) -> StreamSettings:

@@ -26,6 +26,9 @@ MIN_IMAGE_SIDE: Final[int] = 2
 #: What a pose network's ``__call__`` returns, by its ``output_kind`` attribute:
 #: ``heatmaps`` (N, K, h, w) Gaussian heatmaps (SimpleBaseline and the attention heads).
 OUTPUT_HEATMAPS: Final[str] = "heatmaps"
+#: ``keypoints`` (N, K, 3) ``x, y, score`` already decoded, x and y in pixels of the input crop
+#: (graphs that decode inside, e.g. the models of a Triton repository, :mod:`pose_ros.triton`).
+OUTPUT_KEYPOINTS: Final[str] = "keypoints"
 
 
 class PoseNetwork(Protocol):

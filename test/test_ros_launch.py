@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pose_ros.ros import harness, params
+from devtools import ros_harness as harness
+from pose_ros.ros import params
 from pose_ros.ros.markers import (
     KEYPOINTS_NAMESPACE,
     SKELETON_NAMESPACE,

@@ -82,6 +82,7 @@ class NodeHealth:
             network_calls=getattr(estimator, "network_calls", None),
             zero_stamps=0 if camera_state is None else camera_state.zero_stamps,
             repeated_stamps=0 if camera_state is None else camera_state.repeated_stamps,
+            inference_problem=getattr(estimator, "inference_problem", None),
         )
 
     def _on_timer(self) -> None:

@@ -25,6 +25,10 @@ from pose_ros.ros.camera_stream import camera_names_problem
 from pose_ros.smoothing import SmoothingConfig
 from pose_ros.stream import StreamSettings, settings_from_values
 from pose_ros.tracking import DEFAULT_REUSE_SCORE_THRESHOLD, TrackingConfig
+from pose_ros.triton_endpoint import DEFAULT_MODEL_NAME as DEFAULT_TRITON_MODEL
+from pose_ros.triton_endpoint import DEFAULT_TIMEOUT_MS as DEFAULT_TRITON_TIMEOUT_MS
+from pose_ros.triton_endpoint import DEFAULT_URL as DEFAULT_TRITON_URL
+from pose_ros.triton_endpoint import parse_triton_url
 
 ParamValue = bool | int | float | str
 
@@ -124,6 +128,14 @@ def _check_device(value: Any) -> str | None:
     return f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
 
 
+def _check_triton_url(value: Any) -> str | None:
+    try:
+        parse_triton_url(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def _check_fp16(value: Any) -> str | None:
     if value == "auto" or isinstance(value, bool):
         return None
@@ -207,9 +219,36 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "auto",
         "What runs the pose network: 'auto' (ONNX Runtime on the CPU, PyTorch fp16 on CUDA), "
         "'torch', 'onnxruntime' or 'tensorrt' (checkpoints are exported on first use into the "
-        "pose_ros cache; 'model' may also name an .onnx or .engine file).",
+        "pose_ros cache; 'model' may also name an .onnx or .engine file), or 'triton': model "
+        "triton.model of the Triton Inference Server at triton.url ('model' is not loaded).",
         read_only=True,
-        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        choices=("auto", "torch", "onnxruntime", "tensorrt", "triton"),
+    ),
+    # --- engine 'triton': the pose network on a shared Triton Inference Server (docs/triton.md) ---
+    ParamSpec(
+        "triton.url",
+        DEFAULT_TRITON_URL,
+        "engine 'triton': the server, grpc://host:port (gRPC, default port 8001), "
+        "http://host:port (HTTP, 8000) or host:port (gRPC). The node starts only when the "
+        "server is live and serves triton.model with the inputs and outputs it expects.",
+        read_only=True,
+        check_value=_check_triton_url,
+    ),
+    ParamSpec(
+        "triton.model",
+        DEFAULT_TRITON_MODEL,
+        "engine 'triton': the pose network's name in the server's model repository "
+        "(pose-ros-export --triton-repository names it 'pose' by default).",
+        read_only=True,
+        check_value=_non_empty("triton.model"),
+    ),
+    ParamSpec(
+        "triton.timeout_ms",
+        DEFAULT_TRITON_TIMEOUT_MS,
+        "engine 'triton': longest wait for an answer (milliseconds); a frame without one counts "
+        "as failed, and the next frame tries again.",
+        read_only=True,
+        int_range=(1, 600_000),
     ),
     ParamSpec(
         "cpu_threads",

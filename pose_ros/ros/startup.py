@@ -73,6 +73,7 @@ def build_estimator(values: dict[str, Any]) -> Any:
     from pose_ros.factory import estimator_from_names
     from pose_ros.models import CheckpointError
     from pose_ros.runtime import RuntimeBackendError
+    from pose_ros.triton import TritonError
 
     backend = values["detector.backend"]
     if backend == "given":
@@ -99,7 +100,13 @@ def build_estimator(values: dict[str, Any]) -> Any:
             detector_engine=values.get("detector.engine", "auto"),
             cpu_threads=values.get("cpu_threads", 0),
             yolo_layout=values.get("detector.yolo_layout", "auto"),
+            # engine 'triton' (docs/triton.md)
+            triton_url=values.get("triton.url", ""),
+            triton_model=values.get("triton.model", ""),
+            triton_timeout_ms=values.get("triton.timeout_ms", 1000),
         )
+    except TritonError as error:
+        raise StartupError(f"engine 'triton': {error}") from None
     except CheckpointError as error:
         raise StartupError(
             f"cannot load the pose model {values['model']!r}: {error} "

@@ -1,7 +1,7 @@
 """The pose_ros demo: the real node on frames the repository draws itself.
 
-    python -m pose_ros.demo --output demo_output            # (make demo)
-    python -m pose_ros.demo --output out --model path/to/checkpoint.pt --device cuda
+    python -m devtools.demo --output demo_output            # (make demo)
+    python -m devtools.demo --output out --model path/to/checkpoint.pt --device cuda
 
 Starts the installed ``pose_node`` in its own process (as ``ros2 launch`` would, with the
 installed config/pose.yaml), publishes drawn frames of a waving figure (pose_ros.demo_scene) on
@@ -36,11 +36,11 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
+from devtools.ros_harness import Peer, make_header, reliable, running_pose_node
 from pose_ros.camera import PinholeCamera
 from pose_ros.demo_scene import FIGURE_DISTANCE_M, WALL_DISTANCE_M, demo_frames, render_depth
 from pose_ros.msg import PersonPoseArray
 from pose_ros.ros.conversions import array_to_image_msg, depth_array_to_msg
-from pose_ros.ros.harness import Peer, make_header, reliable, running_pose_node
 from pose_ros.ros.params import DEFAULT_MODEL
 
 NAMESPACE = "/pose_demo"
