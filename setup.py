@@ -28,6 +28,9 @@ setup(
         "PyYAML>=6.0",
         "scipy>=1.10",
         "tqdm>=4.66",
+        # recordings (pose-ros-infer --bag)
+        "rosbags>=0.10",
+        "mcap>=1.1",
     ],
     extras_require={
         # evaluation with pycocotools, the ONNX Runtime detector backend, export, training logs

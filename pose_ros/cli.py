@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -108,10 +109,18 @@ def collect_images(source: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bag is not None:
+        from pose_ros.cli_bag import run_bag
+
+        # A recording is a sequence: tracked unless --no-tracking.
+        settings = stream_settings(args, args.tracking is not False)
+        return run_bag(args, lambda: estimator_from_args(args), settings).exit_code
+    if args.input is None:
+        raise InputError("give an image, a folder of images or a video (or --bag RECORDING)")
     source = Path(args.input)
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
-    output = Path(args.output)
+    output = Path(args.output or "pose_output")
     output.mkdir(parents=True, exist_ok=True)
     is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
     # Frames of a video are a sequence; a folder is one only when the user says so (--tracking).
@@ -119,21 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if args.detector_interval > 1 and not tracking_on:
         raise ValueError("--detector-interval > 1 needs tracking (a video, or --tracking)")
     settings = stream_settings(args, tracking_on)
-    estimator = estimator_from_names(
-        args.model,
-        detector=args.detector,
-        detector_weights=None if args.detector_weights == "none" else args.detector_weights,
-        device=args.device,
-        fp16=args.fp16,
-        allow_random_weights=args.allow_random_weights,
-        score_threshold=args.score_threshold,
-        max_persons=args.max_persons,
-        flip_test=args.flip_test,
-        decode=args.decode,
-        engine=args.engine,
-        detector_engine=args.detector_engine,
-        cpu_threads=args.cpu_threads,
-    )
+    estimator = estimator_from_args(args)
     # The node's temporal path: tracks, smoothing, detector interval (the same rules as the node).
     core = StreamCore(estimator, settings)
     print(f"pose-ros-infer: {estimator.describe()}")
@@ -212,6 +207,26 @@ def run(args: argparse.Namespace) -> int:
     return 0 if processed else 1
 
 
+def estimator_from_args(args: argparse.Namespace) -> Any:
+    """The pose estimator the options describe (the stream core sets its detector's threshold
+    from the stream settings)."""
+    return estimator_from_names(
+        args.model,
+        detector=args.detector,
+        detector_weights=None if args.detector_weights == "none" else args.detector_weights,
+        device=args.device,
+        fp16=args.fp16,
+        allow_random_weights=args.allow_random_weights,
+        score_threshold=args.score_threshold,
+        max_persons=args.max_persons,
+        flip_test=args.flip_test,
+        decode=args.decode,
+        engine=args.engine,
+        detector_engine=args.detector_engine,
+        cpu_threads=args.cpu_threads,
+    )
+
+
 def stream_settings(args: argparse.Namespace, tracking: bool) -> StreamSettings:
     """The stream settings the options describe, under the node's parameter names (one mapping
     from names to settings: :func:`pose_ros.stream.settings_from_values`)."""
@@ -238,8 +253,15 @@ def stream_settings(args: argparse.Namespace, tracking: bool) -> StreamSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pose-ros-infer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", help="an image, a folder of images or a video file")
-    parser.add_argument("-o", "--output", default="pose_output", help="output folder (created)")
+    parser.add_argument(
+        "input", nargs="?", help="an image, a folder of images or a video file (or --bag)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="output folder (created; default pose_output); with --bag the output recording: "
+        "NAME.mcap (one MCAP file) or a rosbag2 folder (default: <recording>_poses.mcap)",
+    )
     parser.add_argument(
         "--model",
         required=True,
@@ -317,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the detector every N-th frame; in between reuse the tracks' boxes",
     )
     track.add_argument("--reuse-score-threshold", type=float, default=DEFAULT_REUSE_SCORE_THRESHOLD)
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=7680 * 4320,
+        help="frames with more pixels are refused before decoding (the node's max_image_pixels)",
+    )
     track.add_argument(
         "--fps",
         type=float,
@@ -324,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"frame rate of the sequence (default: the video's, {DEFAULT_SEQUENCE_FPS:g} "
         "for images)",
     )
+    from pose_ros.cli_bag import add_bag_arguments
+
+    add_bag_arguments(parser)
     return parser
 
 

@@ -25,14 +25,19 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header
 
 from pose_ros.camera import PinholeCamera
+
+if TYPE_CHECKING:
+    # Only the functions that build messages import these (at their call): reading frames works on
+    # any object with the messages' fields, so recordings decode without a ROS install
+    # (pose_ros.recording reads them with rosbags).
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    from std_msgs.msg import Header
 
 
 class ImageConversionError(ValueError):
@@ -366,6 +371,8 @@ def array_to_image_msg(
         padded = np.zeros((height, step), np.uint8)
         padded[:, :row_bytes] = rows
         rows = padded
+    from sensor_msgs.msg import Image
+
     msg = Image()
     if header is not None:
         msg.header = header
@@ -473,6 +480,8 @@ def depth_array_to_msg(
         raise ValueError(f"step {step} is smaller than a row ({row_bytes} bytes)")
     rows = np.zeros((height, step), np.uint8)
     rows[:, :row_bytes] = np.ascontiguousarray(depth, dtype=dtype).view(np.uint8)
+    from sensor_msgs.msg import Image
+
     msg = Image()
     if header is not None:
         msg.header = header
