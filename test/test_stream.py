@@ -1,5 +1,5 @@
 """The stream core's temporal rules (pose_ros.stream), on real poses: the network trained on the 4
-COCO images (the session's overfit run) in camera frames made of those images, with a detector
+COCO images (the overfit run of test_training_support) in camera frames made of those images, with a detector
 that knows their boxes (coco_scenes.py). Each rule is judged on what the core returns."""
 
 from __future__ import annotations
