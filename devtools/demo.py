@@ -82,7 +82,9 @@ def choose_model(requested: str | None) -> tuple[str, bool, str]:
         try:
             path = fetch_published_checkpoint(DEFAULT_MODEL, progress=True)
         except CheckpointError as error:
-            reason = f" Download failed: {str(error).split('. ')[0]}."
+            cause = error.__cause__  # the network's own words, where it failed there
+            detail = getattr(cause, "reason", None) or cause or str(error).split(". ")[0]
+            reason = f" Download failed: {detail}."
         else:
             return DEFAULT_MODEL, False, f"model: {DEFAULT_MODEL} (downloaded and verified: {path})"
     return (
