@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 10, as one script for a session that has a CUDA machine: the GPU tests
+# The GPU checks, as one script for a machine with a CUDA GPU: the GPU tests
 # (fp16 / channels-last / device decode / pinned uploads on the chosen GPU, ONNX Runtime's CUDA
 # provider index), then the engines benchmark (ms per crop at batch 1..64 per engine, ms per
 # frame for 1/5/20 persons at three resolutions, detectors, KeypointRCNN), on CPU and CUDA.
