@@ -441,7 +441,8 @@ def test_cameras_argument_gives_one_node_for_several_cameras(
     test_params_file: Path,
     frame: np.ndarray,
 ) -> None:
-    """cameras:=[front, left]: one node reading /<camera>/image_raw and /<camera>/camera_info,
+    """cameras:=[front, left] use_depth:=true: one node reading /<camera>/image_raw,
+    /<camera>/camera_info and the registered depth /<camera>/aligned_depth_to_color/image_raw,
     publishing <namespace>/<camera>/poses; each camera's frame answered on its own topic."""
     from sensor_msgs.msg import Image
 
@@ -452,6 +453,7 @@ def test_cameras_argument_gives_one_node_for_several_cameras(
     with launched(
         tmp_path / "launch.log",
         "cameras:=[front, left]",
+        "use_depth:=true",
         f"namespace:={namespace}",
         f"params_file:={test_params_file}",
         f"model:={tiny_checkpoint}",
@@ -464,6 +466,8 @@ def test_cameras_argument_gives_one_node_for_several_cameras(
         for camera in ("front", "left"):
             assert subscribed.get(f"/{camera}/image_raw") == ["sensor_msgs/msg/Image"], subscribed
             assert subscribed.get(f"/{camera}/camera_info") == ["sensor_msgs/msg/CameraInfo"]
+            depth = f"/{camera}/aligned_depth_to_color/image_raw"
+            assert subscribed.get(depth) == ["sensor_msgs/msg/Image"], subscribed
         assert not any(topic.endswith("/image") for topic in subscribed), subscribed
         values = _parameters(peer, f"/{namespace}/pose_node", ["cameras"])
         assert values == {"cameras": ["front", "left"]}
