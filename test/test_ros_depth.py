@@ -193,7 +193,7 @@ def test_depth_without_camera_info_gives_no_positions_and_one_warning(
     assert "depth" in warnings[0] and "camera_info" in warnings[0]
 
 
-# --- camera_info that cannot be a camera (issue 11, item 8) ---
+# --- camera_info that cannot be a camera ---
 
 
 @pytest.mark.parametrize(
