@@ -70,11 +70,6 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _alpha(cutoff: np.ndarray | float, dt: np.ndarray) -> np.ndarray:
-    tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff, dtype=np.float64))
-    return 1.0 / (1.0 + tau / dt)
-
-
 class OneEuroFilter:
     """One-Euro filters over an array of independent values (e.g. (17, 2) keypoint coordinates),
     each with its own state and time of last update.
@@ -107,26 +102,42 @@ class OneEuroFilter:
         x = np.asarray(x, dtype=np.float64)
         mask = np.isfinite(x)
         if update is not None:
-            mask = mask & update
-        dt = t - self._t_prev
+            mask &= update
+        started = self._started
         # A repeated stamp (dt <= 0) carries no new timing information: keep the state.
-        old = mask & self._started & (dt > 0)
-        new = mask & ~self._started
-        held = mask & self._started & ~(dt > 0)
-        # Whole-array arithmetic with np.where rather than boolean indexing: the arrays are small
-        # (17 x 2) and indexing costs more than computing the few extra elements.
+        dt = t - self._t_prev
+        old = mask & started
+        filtered = old.copy()  # started values pass out filtered, also on a repeated stamp
+        old &= dt > 0
         c = self.config
+        if old.all():
+            # Every value updates (the usual case: all confident, a new stamp): no masking.
+            change = x - self._x_hat
+            a_d = 1.0 / (1.0 + 1.0 / (2.0 * math.pi * c.d_cutoff * dt))
+            self._dx_hat = a_d * change / dt + (1.0 - a_d) * self._dx_hat
+            cutoff = c.min_cutoff + c.beta * np.abs(self._dx_hat)
+            self._x_hat = self._x_hat + change / (1.0 + 1.0 / (2.0 * math.pi * cutoff * dt))
+            self._t_prev.fill(t)
+            return self._x_hat.copy()
+        new = mask & ~started
+        # Whole-array arithmetic rather than boolean indexing: the arrays are small (17 x 2) and
+        # indexing costs more than computing the few extra elements. Where a value does not
+        # update, ``value`` is its estimate, so the estimate below stays as it was.
         step = np.where(old, dt, 1.0)
         value = np.where(old, x, self._x_hat)
-        a_d = _alpha(c.d_cutoff, step)
-        dx_hat = a_d * (value - self._x_hat) / step + (1.0 - a_d) * self._dx_hat
-        a = _alpha(c.min_cutoff + c.beta * np.abs(dx_hat), step)
-        x_hat = a * value + (1.0 - a) * self._x_hat
-        self._x_hat = np.where(old, x_hat, np.where(new, x, self._x_hat))
-        self._dx_hat = np.where(old, dx_hat, np.where(new, 0.0, self._dx_hat))
-        self._t_prev = np.where(old | new, t, self._t_prev)
-        self._started = self._started | new
-        return np.where(old | held, self._x_hat, x)
+        change = value - self._x_hat
+        a_d = 1.0 / (1.0 + 1.0 / (2.0 * math.pi * c.d_cutoff * step))
+        dx_hat = a_d * change / step + (1.0 - a_d) * self._dx_hat
+        cutoff = c.min_cutoff + c.beta * np.abs(dx_hat)
+        a = 1.0 / (1.0 + 1.0 / (2.0 * math.pi * cutoff * step))
+        x_hat = self._x_hat + a * change
+        np.copyto(x_hat, x, where=new)
+        np.copyto(self._dx_hat, dx_hat, where=old)
+        np.copyto(self._dx_hat, 0.0, where=new)
+        np.copyto(self._t_prev, t, where=old | new)
+        self._x_hat = x_hat
+        self._started = started | new
+        return np.where(filtered, x_hat, x)
 
     def reconfigure(self, config: SmoothingConfig) -> None:
         """New settings from the next sample on; the state is kept."""

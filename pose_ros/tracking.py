@@ -646,8 +646,9 @@ class PoseTracker:
             similarity = np.where(
                 shared, w * iou[:, high] + (1 - w) * pose_similarity, iou[:, high]
             )
-            used = self._assign(similarity, open_tracks, high, pairs)
-            open_tracks = np.setdiff1d(open_tracks, used)
+            unmatched = np.ones(len(self._tracks), bool)
+            unmatched[self._assign(similarity, open_tracks, high, pairs)] = False
+            open_tracks = np.flatnonzero(unmatched)
         if len(low) and len(open_tracks):
             self._assign(iou[np.ix_(open_tracks, low)], open_tracks, low, pairs)
         return pairs
@@ -726,14 +727,21 @@ class PoseTracker:
             keypoints[:, :2] = _inside(xy, image_size)
             track.smoothed, track.smoothed_at = keypoints.copy(), stamp
             changes["keypoints"] = keypoints
-            if person.positions is not None:
-                positions = self._filter(track, "positions", (NUM_KEYPOINTS, 3))(
-                    stamp, person.positions, confident[:, None]
-                )
-                changes["positions"] = positions.astype(np.float32)
-            if person.center is not None:
-                center = self._filter(track, "center", (3,))(stamp, person.center)
-                changes["center"] = center.astype(np.float32)
+            if person.positions is not None or person.center is not None:
+                # Positions and centre share the metre settings: one filter over both, the
+                # centre as an 18th row (a missing value is NaN: it passes through, no update).
+                metres = np.full((NUM_KEYPOINTS + 1, 3), np.nan)
+                if person.positions is not None:
+                    metres[:NUM_KEYPOINTS] = person.positions
+                if person.center is not None:
+                    metres[NUM_KEYPOINTS] = person.center
+                update = np.append(confident, True)[:, None]
+                smoothed = self._filter(track, "metres", metres.shape)(stamp, metres, update)
+                smoothed = smoothed.astype(np.float32)
+                if person.positions is not None:
+                    changes["positions"] = smoothed[:NUM_KEYPOINTS]
+                if person.center is not None:
+                    changes["center"] = smoothed[NUM_KEYPOINTS]
         return dataclasses.replace(person, **changes)
 
     def _jumped(self, track: _Track, keypoints: np.ndarray, box: np.ndarray, stamp: float) -> bool:
@@ -742,19 +750,21 @@ class PoseTracker:
         confident keypoints in common."""
         if track.smoothed is None or "xy" not in track.filters:
             return False
-        expected = track.smoothed.astype(np.float64, copy=True)
-        expected[:, :2] += track.velocity[:2] * max(stamp - track.smoothed_at, 0.0)
-        expected[:, 2] = keypoints[:, 2]  # the raw pose's confident keypoints are compared
-        area = float(max(box[2], 1.0) * max(box[3], 1.0))
-        similarity, shared = oks(
-            keypoints[None], expected[None], np.array([area]), self.keypoint_threshold
-        )
-        return bool(shared[0, 0] and similarity[0, 0] < JUMP_OKS)
+        # The OKS of :func:`oks` for this one pair, over the raw pose's confident keypoints
+        # (written out: this runs for every tracked person of every frame).
+        expected = track.smoothed[:, :2] + track.velocity[:2] * max(stamp - track.smoothed_at, 0.0)
+        confident = keypoints[:, 2] >= self.keypoint_threshold
+        if not confident.any():
+            return False
+        area = max(float(box[2]), 1.0) * max(float(box[3]), 1.0)
+        d2 = ((keypoints[confident, :2] - expected[confident]) ** 2).sum(-1)
+        similarity = np.exp(-d2 / (2.0 * area * _KAPPA2[confident])).mean()
+        return bool(similarity < JUMP_OKS)
 
     def _filter(self, track: _Track, name: str, shape: tuple[int, ...]) -> OneEuroFilter:
         one_euro = track.filters.get(name)
         if one_euro is None:
-            # Pixels with the pixel settings, metres (positions, centre) with the metre settings.
+            # Pixels with the pixel settings, metres (positions and centre) with the metre ones.
             config = self.smoothing if name == "xy" else self.smoothing.for_positions()
             one_euro = track.filters[name] = OneEuroFilter(shape, config)
         return one_euro
@@ -766,4 +776,4 @@ def _inside(xy: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     height, width = image_size
     if height <= 0 or width <= 0:
         return xy
-    return np.stack([np.clip(xy[:, 0], 0, width - 1), np.clip(xy[:, 1], 0, height - 1)], axis=1)
+    return np.minimum(np.maximum(xy, 0.0), (width - 1, height - 1))
