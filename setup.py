@@ -30,10 +30,15 @@ setup(
         "PyYAML>=6.0",
         "scipy>=1.10",
         "tqdm>=4.66",
+        # recordings (pose-ros-infer --bag)
+        "rosbags>=0.10",
+        "mcap>=1.1",
     ],
     extras_require={
         # evaluation with pycocotools, training logs
         "train": ["pycocotools>=2.0.7", "tensorboard>=2.16"],
+        # engine 'triton': the pose network on a Triton Inference Server (docs/triton.md)
+        "triton": ["tritonclient[grpc,http]>=2.50"],
     },
     entry_points={
         "console_scripts": [

@@ -246,7 +246,7 @@ def bench_frames(args: argparse.Namespace, device: torch.device, cache: str) -> 
     for engine, network in pose_networks(name, device, cache).items():
         estimator = PoseEstimator(network, device=device)
         if device.type == "cpu":
-            engines.share_cpu_threads(engine)  # as from_names sets it
+            engines.share_cpu_threads(engine)  # as estimator_from_names sets it
         for height, width in args.resolutions:
             image = frame(height, width)
             for persons in args.persons:
@@ -284,7 +284,7 @@ def bench_detectors(args: argparse.Namespace, device: torch.device, cache: str) 
             except engines.RuntimeBackendError as error:
                 print(f"  ({name} on {engine}: {error})")
                 continue
-            # PyTorch threads as from_names sets them for that engine (share_cpu_threads).
+            # PyTorch threads as estimator_from_names sets them for that engine (share_cpu_threads).
             threads = engines.cpu_thread_count(0) if detector.engine == "torch" else 1
 
             def run(d=detector, threads=threads) -> None:
@@ -325,7 +325,7 @@ def bench_preset(args: argparse.Namespace, cache: str, frames: int) -> dict[str,
     for estimator in estimators.values():
         estimator(sequence[0], boxes=box)  # warm-up
     detector.detect(sequence[0])
-    torch_threads = engines.share_cpu_threads("onnxruntime")  # as from_names sets it
+    torch_threads = engines.share_cpu_threads("onnxruntime")  # as estimator_from_names sets it
     totals = dict.fromkeys(estimators, 0.0)
     # The networks take turns frame by frame, so that load from elsewhere hits both alike.
     for index, image in enumerate(sequence):

@@ -34,16 +34,7 @@ import torch
 from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
-from pose_ros.demo_scene import demo_frames
-from pose_ros.drawing import draw_persons
-from pose_ros.msg import PersonPoseArray
-from pose_ros.pipeline import Person, PoseEstimator
-from pose_ros.ros.conversions import (
-    array_to_image_msg,
-    compressed_msg_to_array,
-    image_msg_to_array,
-)
-from pose_ros.ros.harness import (
+from devtools.ros_harness import (
     NodeProcess,
     Peer,
     loopback_large_images_profile,
@@ -52,9 +43,19 @@ from pose_ros.ros.harness import (
     running_pose_node,
     with_stamp,
 )
+from pose_ros.demo_scene import demo_frames
+from pose_ros.drawing import draw_persons
+from pose_ros.factory import estimator_from_names
+from pose_ros.msg import PersonPoseArray
+from pose_ros.ros.conversions import (
+    array_to_image_msg,
+    compressed_msg_to_array,
+    image_msg_to_array,
+)
 from pose_ros.ros.markers import build_marker_array
 from pose_ros.ros.messages import persons_to_msg
 from pose_ros.ros.params import DEFAULT_MAX_IMAGE_PIXELS, MarkerStyle
+from pose_ros.types import Person
 
 NAMESPACE = "/pose_bench"
 FRAME_ID = "bench_camera_optical_frame"
@@ -452,7 +453,7 @@ def _run(args: argparse.Namespace) -> int:
     random_weights = args.model.startswith("random:")
     frame = next(demo_frames(1, width=WIDTH, height=HEIGHT))[0]
 
-    estimator = PoseEstimator.from_names(
+    estimator = estimator_from_names(
         args.model, detector="full_image", device=args.device, allow_random_weights=random_weights
     )
     print(

@@ -14,7 +14,7 @@ from pose_ros.images import check_color_order
 from pose_ros.keypoints import SKELETON_EDGES, limb_side
 
 if TYPE_CHECKING:
-    from pose_ros.pipeline import Person
+    from pose_ros.types import Person
 
 #: Colours of limbs and keypoints by body side (RGB): left warm, right cool, centre neutral.
 #: RViz markers use the same colours.

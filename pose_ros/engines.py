@@ -52,7 +52,7 @@ from pose_ros.runtime import (
 
 if TYPE_CHECKING:
     from pose_ros.detection import PersonDetector
-    from pose_ros.pipeline import PoseNetwork
+    from pose_ros.types import PoseNetwork
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,12 @@ Conventions (those of Simple Baselines and mmpose, so published weights stay val
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:  # crop_batch imports torch itself: the box geometry loads without it
+    import torch
 
 #: Box enlargement around a person box, as in Simple Baselines / mmpose top-down models.
 DEFAULT_PADDING = 1.25
@@ -159,6 +161,9 @@ def crop_batch(
     Returns:
         (N, C, height, width) tensor, same dtype and device as ``image``.
     """
+    import torch
+    import torch.nn.functional as F
+
     if image.ndim != 3:
         raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
     centers = np.asarray(centers, dtype=np.float64).reshape(-1, 2)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -21,97 +20,37 @@ import torch
 from pose_ros import _requirements, codec, geometry
 from pose_ros.images import check_image
 from pose_ros.keypoints import COCO_PERSON_CATEGORY_ID, NUM_KEYPOINTS
+from pose_ros.types import (
+    MIN_IMAGE_SIDE,
+    OUTPUT_HEATMAPS,
+    OUTPUT_KEYPOINTS,
+    RANDOM_WEIGHTS_PREFIX,
+    FrameBoxes,
+    Person,
+    PoseNetwork,
+    StageTimings,
+)
 
 if TYPE_CHECKING:
     from pose_ros.detection import PersonDetector
-    from pose_ros.models import Preprocessing
 
 # PyTorch comes from pip for ROS users: a too-old one gets a clear message, not an AttributeError.
 _requirements.check_torch()
 
-#: Prefix of a model name that asks for untrained weights (tests, demos without weights).
-RANDOM_WEIGHTS_PREFIX = "random:"
+__all__ = [
+    "MIN_IMAGE_SIDE",
+    "RANDOM_WEIGHTS_PREFIX",
+    "FrameBoxes",
+    "Person",
+    "PoseEstimator",
+    "PoseNetwork",
+    "StageTimings",
+    "coco_keypoint_results",
+    "rescore",
+    "resolve_device",
+]
 
 logger = logging.getLogger(__name__)
-#: Smallest image side (pixels) the pipeline accepts; the node refuses smaller frames as bad input.
-MIN_IMAGE_SIDE = 2
-
-
-class PoseNetwork(Protocol):
-    """What the pipeline needs of a network: a PyTorch :class:`~pose_ros.models.PoseNet`, or a
-    runner of an exported model (``pose_ros.runtime``) with the same attributes."""
-
-    preprocessing: Preprocessing
-    num_keypoints: int
-
-    @property
-    def input_size(self) -> tuple[int, int]: ...
-
-    @property
-    def heatmap_size(self) -> tuple[int, int]: ...
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Person:
-    """One person found in an image.
-
-    Attributes:
-        box: (4,) float32 ``x_min, y_min, width, height`` in source-image pixels.
-        box_score: detector confidence 0..1 (1.0 for given boxes without scores; for a box carried
-            over from the previous frame's keypoints, the score of the track it came from).
-        score: ``box_score`` × the mean score of the keypoints above the keypoint threshold (0.2),
-            the reference's rescoring; 0 when no keypoint passes.
-        keypoints: (17, 3) float32 ``x, y, score``: pixels of the source image (integer values at
-            pixel centres, clipped to the image) and confidence clipped to 0..1, COCO order. The
-            scores are always the network's; only ``x, y`` may be smoothed over time.
-        track_id: identity across frames (:mod:`pose_ros.tracking`), -1 when not tracked or not
-            yet confirmed.
-        positions: (17, 3) float32 metres in the camera's optical frame (x right, y down,
-            z forward), NaN rows where no depth reading exists; None without depth.
-        center: (3,) float32 metres, the person's 3D centre (median of the torso keypoints'
-            positions); None without depth or without a torso position.
-    """
-
-    box: np.ndarray
-    box_score: float
-    score: float
-    keypoints: np.ndarray
-    track_id: int = -1
-    positions: np.ndarray | None = None
-    center: np.ndarray | None = None
-
-
-@dataclass(frozen=True)
-class FrameBoxes:
-    """One frame and the person boxes to estimate in it (an input of
-    :meth:`PoseEstimator.estimate_batch`).
-
-    Attributes:
-        image: (H, W, 3) uint8 in ``color_order``.
-        boxes: (N, 4) ``x_min, y_min, width, height`` pixels.
-        box_scores: (N,) scores of the boxes.
-        color_order: "RGB" or "BGR".
-    """
-
-    image: np.ndarray
-    boxes: np.ndarray
-    box_scores: np.ndarray
-    color_order: str = "RGB"
-
-
-@dataclass
-class StageTimings:
-    """Milliseconds spent in each stage of the last call."""
-
-    detect_ms: float = 0.0
-    crop_ms: float = 0.0
-    network_ms: float = 0.0
-    decode_ms: float = 0.0
-    total_ms: float = 0.0
-    persons: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -206,7 +145,8 @@ class PoseEstimator:
         copy_model: the caller's module is never changed: when it needs another device,
             precision, memory layout or eval mode, the estimator works on a copy (default None:
             copy only then). False hands the module over to be changed in place (saves the copy's
-            memory; :meth:`from_names` does so with the model it loaded itself).
+            memory; :func:`pose_ros.factory.estimator_from_names` does so with the model it
+            loaded itself).
 
     The network is ``self.model`` (the module or runner actually run); ``self.engine`` says what
     runs it (``torch``, ``onnxruntime``, ``tensorrt``).
@@ -238,6 +178,14 @@ class PoseEstimator:
             raise ValueError(
                 f"the pipeline needs a {NUM_KEYPOINTS}-keypoint model, got {model.num_keypoints}"
             )
+        if getattr(model, "output_kind", OUTPUT_HEATMAPS) == OUTPUT_KEYPOINTS and (
+            flip_test or decode != "quarter"
+        ):
+            # The graph decodes its own heatmaps (quarter rule of the weights, no mirror pass).
+            raise ValueError(
+                "this pose network returns decoded keypoints (its graph decodes the heatmaps "
+                "with the quarter rule): flip_test and decode 'dark' are not available with it"
+            )
         self.device = resolve_device(device)
         self.fp16 = self.device.type == "cuda" if fp16 is None else bool(fp16)
         if self.fp16 and self.device.type != "cuda":
@@ -262,6 +210,12 @@ class PoseEstimator:
         # Page-locked staging buffer of the uint8 frames on CUDA, grown when needed and reused
         # (an upload from pageable memory is a synchronous copy through a driver buffer).
         self._pinned: torch.Tensor | None = None
+
+    @property
+    def inference_problem(self) -> str | None:
+        """Why the pose network does not answer at present (a runner of a remote server that
+        went away reports "inference server unreachable: <url>"), or None."""
+        return getattr(self.model, "problem", None)
 
     @property
     def uses_random_weights(self) -> bool:
@@ -303,117 +257,6 @@ class PoseEstimator:
         if self.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
         return model
-
-    @classmethod
-    def from_names(
-        cls,
-        model: str,
-        *,
-        detector: str = "fasterrcnn_mobilenet_v3_large_fpn",
-        detector_weights: str | None = "DEFAULT",
-        device: str | torch.device = "auto",
-        fp16: bool | None = None,
-        allow_random_weights: bool = False,
-        score_threshold: float = 0.5,
-        max_persons: int = 20,
-        flip_test: bool = False,
-        decode: str = "quarter",
-        keypoint_score_threshold: float = 0.2,
-        engine: str = "auto",
-        detector_engine: str = "auto",
-        cpu_threads: int = 0,
-        cache_dir: str | None = None,
-        yolo_layout: str = "auto",
-    ) -> PoseEstimator:
-        """Build from names: ``model`` is a checkpoint path, a published-weights registry name,
-        an exported ``.onnx`` / ``.engine`` file, or ``"random:<architecture>"`` (untrained
-        weights: only with ``allow_random_weights``). A torchvision ``detector`` without
-        ``detector_weights`` (None or "") has random weights too, under the same guard.
-
-        ``engine`` (:data:`pose_ros.engines.POSE_ENGINES`) and ``detector_engine``
-        (:data:`pose_ros.engines.DETECTOR_ENGINES`) choose what runs the networks: ``auto`` is
-        ONNX Runtime on the CPU and PyTorch on CUDA; checkpoints are exported on first use into
-        the exports cache (``cache_dir``, default :func:`pose_ros.engines.exports_cache_dir`).
-        ``cpu_threads`` sets the threads of PyTorch (process-wide) and of ONNX Runtime; 0 = all
-        cores for the engine of the pose network, and one thread for PyTorch's light share when
-        that engine is not PyTorch.
-
-        Raises:
-            pose_ros.models.CheckpointError: missing/corrupt weights (the message says how to get
-                them); pose_ros.detection.DetectorError: detector weights;
-                pose_ros.runtime.RuntimeBackendError: an engine that cannot run here;
-                ValueError: bad values.
-        """
-        from pose_ros import engines
-        from pose_ros.detection import TORCHVISION_DETECTORS
-        from pose_ros.models import build_pose_model, load_pose_model
-
-        resolved = resolve_device(device)
-        threads = engines.apply_cpu_threads(cpu_threads)
-        random_parts = []
-        if model.startswith(RANDOM_WEIGHTS_PREFIX):
-            random_parts.append("pose network")
-        if detector in TORCHVISION_DETECTORS and not detector_weights:
-            random_parts.append("detector")
-        if random_parts and not allow_random_weights:
-            what = (
-                f"model {model!r}"
-                if random_parts[0] == "pose network"
-                else f"detector {detector!r} without weights"
-            )
-            raise ValueError(
-                f"{what} means untrained random weights, whose "
-                f"{'keypoints' if what.startswith('model') else 'boxes'} are meaningless; "
-                "pass allow_random_weights=True to use it anyway (tests only)"
-            )
-        if engines.is_exported_model(model):
-            network: PoseNetwork = engines.load_exported_network(
-                model, engine=engine, device=resolved, threads=threads, cache_dir=cache_dir
-            )
-        else:
-            if "pose network" in random_parts:
-                module = build_pose_model(model[len(RANDOM_WEIGHTS_PREFIX) :])
-                # Untrained weights differ on every start: their exports would only fill the
-                # cache, so they go to a folder of this process's own, removed at exit.
-                cache_dir = cache_dir or _scratch_exports_dir()
-            else:
-                module = load_pose_model(model, map_location="cpu")
-            use_fp16 = resolved.type == "cuda" if fp16 is None else bool(fp16)
-            network = engines.build_pose_network(
-                module,
-                engine=engine,
-                device=resolved,
-                fp16=use_fp16,
-                threads=threads,
-                cache_dir=cache_dir,
-            )
-        person_detector = engines.build_person_detector(
-            detector,
-            weights=detector_weights or None,
-            device=resolved,
-            engine=detector_engine,
-            threads=threads,
-            score_threshold=score_threshold,
-            max_persons=max_persons,
-            cache_dir=cache_dir or (_scratch_exports_dir() if "detector" in random_parts else None),
-            half=resolved.type == "cuda" if fp16 is None else bool(fp16),
-            yolo_layout=yolo_layout,
-        )
-        estimator = cls(
-            network,
-            person_detector,
-            device=resolved,
-            fp16=fp16,
-            flip_test=flip_test,
-            decode=decode,
-            keypoint_score_threshold=keypoint_score_threshold,
-            max_persons=max_persons,
-            copy_model=False,  # loaded here: nobody else holds it
-        )
-        estimator.random_weight_parts = tuple(random_parts)
-        if resolved.type == "cpu" and cpu_threads == 0:
-            engines.share_cpu_threads(estimator.engine)
-        return estimator
 
     def describe(self) -> str:
         """One line for logs: network, input, colour order, engine, device, precision, detector."""
@@ -551,26 +394,16 @@ class PoseEstimator:
         batch = torch.cat(batches).to(self._dtype)
         if self.device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
-        count = batch.shape[0]
-        if self.flip_test:
-            batch = torch.cat([batch, batch.flip(-1)])
         t1 = time.perf_counter()
         self.network_calls += 1
-        heatmaps = self.model(batch).float()
-        if self.flip_test:
-            heatmaps = (heatmaps[:count] + codec.flip_heatmaps_back(heatmaps[count:])) * 0.5
-        # The post-processing of the weights' authors (Preprocessing.decode_rule).
-        rule = getattr(self.model.preprocessing, "decode_rule", "mmpose")
-        if self.device_decode and self.decode == "quarter":
-            # Argmax and sub-pixel step on the device: only (N, 17, 3) comes back to the host.
-            coords_t, scores_t = codec.decode_heatmaps_torch(heatmaps, rule=rule)
-            decoded = torch.cat([coords_t, scores_t[..., None]], dim=-1).cpu().numpy()
-            coords, scores = decoded[..., :2], decoded[..., 2]
-            t2 = time.perf_counter()  # the network time includes the decode here
-        else:
-            heatmaps = heatmaps.cpu()  # waits for the device: the network time includes it
-            t2 = time.perf_counter()
-            coords, scores = codec.decode_heatmaps(heatmaps, self.decode, rule=rule)
+        kind = getattr(self.model, "output_kind", OUTPUT_HEATMAPS)
+        run = self._output_decoders.get(kind)
+        if run is None:
+            raise ValueError(
+                f"the pose network's output_kind {kind!r} is not one the pipeline decodes "
+                f"({', '.join(sorted(self._output_decoders))})"
+            )
+        coords, scores, output_size, t2 = run(self, batch)
         scores = np.clip(scores, 0.0, 1.0)
         results, offset = [], 0
         for frame_geometry in geometry_per_frame:
@@ -580,9 +413,7 @@ class PoseEstimator:
             centers, scales, (height, width) = frame_geometry
             part = slice(offset, offset + len(centers))
             offset += len(centers)
-            image_coords = geometry.crop_to_image(
-                coords[part], centers, scales, tuple(self.model.heatmap_size)
-            )
+            image_coords = geometry.crop_to_image(coords[part], centers, scales, output_size)
             # A crop can reach past the image border (box padding); keypoints stay inside it.
             image_coords[..., 0] = np.clip(image_coords[..., 0], 0, width - 1)
             image_coords[..., 1] = np.clip(image_coords[..., 1], 0, height - 1)
@@ -593,6 +424,61 @@ class PoseEstimator:
         timings.network_ms = (t2 - t1) * 1e3
         timings.decode_ms = (t3 - t2) * 1e3
         return results
+
+    def _run_heatmap_network(
+        self, batch: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float]:
+        """Heatmap networks: the crops (and, with the flip test, their mirror images in the same
+        batch) through the network, heatmaps averaged with the flipped ones, then decoded.
+
+        Args:
+            batch: (N, 3, h, w) normalised crops on the device.
+
+        Returns:
+            (N, K, 2) coordinates in heatmap pixels, (N, K) scores, the heatmap (h, w), and the
+            time (perf_counter) at which the network's output was on the host.
+        """
+        count = batch.shape[0]
+        if self.flip_test:
+            batch = torch.cat([batch, batch.flip(-1)])
+        heatmaps = self.model(batch).float()
+        if self.flip_test:
+            heatmaps = (heatmaps[:count] + codec.flip_heatmaps_back(heatmaps[count:])) * 0.5
+        # The post-processing of the weights' authors (Preprocessing.decode_rule).
+        rule = getattr(self.model.preprocessing, "decode_rule", "mmpose")
+        if self.device_decode and self.decode == "quarter":
+            # Argmax and sub-pixel step on the device: only (N, 17, 3) comes back to the host.
+            coords_t, scores_t = codec.decode_heatmaps_torch(heatmaps, rule=rule)
+            decoded = torch.cat([coords_t, scores_t[..., None]], dim=-1).cpu().numpy()
+            coords, scores = decoded[..., :2], decoded[..., 2]
+            network_done = time.perf_counter()  # the network time includes the decode here
+        else:
+            heatmaps = heatmaps.cpu()  # waits for the device: the network time includes it
+            network_done = time.perf_counter()
+            coords, scores = codec.decode_heatmaps(heatmaps, self.decode, rule=rule)
+        return coords, scores, tuple(self.model.heatmap_size), network_done
+
+    def _run_keypoint_network(
+        self, batch: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float]:
+        """Networks that decode inside their graph: (N, K, 3) keypoints in input-crop pixels come
+        back, so the coordinates refer to the input size."""
+        keypoints = self.model(batch).float().cpu().numpy()
+        network_done = time.perf_counter()
+        return keypoints[..., :2], keypoints[..., 2], tuple(self.model.input_size), network_done
+
+    #: How each kind of network output (``output_kind``) becomes keypoints in the crop: a method
+    #: taking the normalised batch and returning (coords, scores, the (h, w) the coords refer to,
+    #: the time the network's output was on the host).
+    _output_decoders: ClassVar[
+        dict[
+            str,
+            Callable[
+                [PoseEstimator, torch.Tensor],
+                tuple[np.ndarray, np.ndarray, tuple[int, int], float],
+            ],
+        ]
+    ] = {OUTPUT_HEATMAPS: _run_heatmap_network, OUTPUT_KEYPOINTS: _run_keypoint_network}
 
     def _upload(self, images: list[np.ndarray]) -> Iterator[torch.Tensor]:
         """The (H, W, 3) uint8 frames on the device, each uploaded once.
@@ -614,18 +500,6 @@ class PoseEstimator:
             staging.numpy()[...] = image
             offset += image.size
             yield staging.to(self.device, non_blocking=True)
-
-
-_SCRATCH: list[Any] = []
-
-
-def _scratch_exports_dir() -> str:
-    """A temporary exports folder for this process (removed at exit)."""
-    import tempfile
-
-    if not _SCRATCH:
-        _SCRATCH.append(tempfile.TemporaryDirectory(prefix="pose_ros_exports_"))
-    return _SCRATCH[0].name
 
 
 def _engine_name(network: object) -> str:

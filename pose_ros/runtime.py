@@ -46,6 +46,8 @@ META_HEATMAP_SIZE = "pose_ros.heatmap_size"
 #: Numeric precision of the exported graph's weights and arithmetic: one of :data:`PRECISIONS`.
 META_PRECISION = "pose_ros.precision"
 PRECISIONS = ("fp32", "fp16", "int8")
+#: What the graph returns (pose_ros.types.OUTPUT_*); absent: heatmaps.
+META_OUTPUT_KIND = "pose_ros.output_kind"
 INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
 #: Lowest opset accepted: 17 has every op of the pose networks in its final form.
@@ -80,6 +82,8 @@ class _RunnerBase:
         self.source = source
         #: "fp32", "fp16" or "int8": what the graph computes in (logs, status line, diagnostics).
         self.precision = metadata.get(META_PRECISION, "fp32")
+        #: Heatmaps, or keypoints decoded inside the graph (a Triton repository's model).
+        self.output_kind = metadata.get(META_OUTPUT_KIND, "heatmaps")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -166,12 +170,25 @@ class OnnxPoseRunner(_RunnerBase):
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
+        # Graphs with pixel crops in (uint8, normalised inside: a Triton repository's model).
+        self._uint8_input = self.session.get_inputs()[0].type == "tensor(uint8)"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised crops -> (N, K, H/4, W/4) float32 heatmaps on x's device."""
+        """(N, 3, H, W) normalised crops -> (N, K, H/4, W/4) float32 heatmaps on x's device
+        (or what the graph's ``output_kind`` says)."""
+        if self._uint8_input:
+            array = uint8_crops(x)
+            (output,) = self.session.run([self._output], {self._input: array})
+            return torch.from_numpy(output).to(x.device)
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         (heatmaps,) = self.session.run([self._output], {self._input: array})
         return torch.from_numpy(heatmaps).to(x.device)
+
+
+def uint8_crops(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) crops of 0..255 pixel values (any float dtype and device) as the contiguous
+    uint8 array a graph with pixel input takes: rounded to the nearest value, clipped."""
+    return x.detach().float().round().clamp(0, 255).to("cpu", torch.uint8).contiguous().numpy()
 
 
 def onnx_session(ort: Any, path: Path, providers: list[Any], threads: int | None) -> Any:

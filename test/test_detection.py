@@ -685,14 +685,14 @@ def test_full_image_detector_returns_the_whole_frame() -> None:
 
 
 def test_yolo_layout_reaches_the_detector_through_from_names(tmp_path):
-    """The node's `detector.yolo_layout` goes through PoseEstimator.from_names: a raw YOLOX export
+    """The node's `detector.yolo_layout` goes through estimator_from_names: a raw YOLOX export
     read as YOLOX is grid-decoded (same boxes as above); read with the default layout it is not."""
-    from pose_ros.pipeline import PoseEstimator
+    from pose_ros.factory import estimator_from_names
 
     path = _export(_FromPixel(_yolox_raw_rows()), tmp_path / "yolox_s.onnx", ["output"])
 
     def boxes(layout: str) -> np.ndarray:
-        estimator = PoseEstimator.from_names(
+        estimator = estimator_from_names(
             "random:simplebaseline_res18",
             allow_random_weights=True,
             detector="onnx_yolo",

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from pose_ros import engines
+from pose_ros.factory import estimator_from_names
 from pose_ros.models import build_pose_model, load_pose_model, save_checkpoint
 from pose_ros.pipeline import PoseEstimator
 from pose_ros.runtime import OnnxPoseRunner, export_onnx
@@ -25,7 +26,8 @@ BOXES = np.array([[100.0, 50.0, 150.0, 300.0], [300.0, 80.0, 120.0, 260.0]], np.
 
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
-    """from_names sets PyTorch's process-wide thread count: give the next tests theirs back."""
+    """estimator_from_names sets PyTorch's process-wide thread count: give the next tests theirs
+    back."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -40,9 +42,7 @@ def image(coco_dir: Path) -> np.ndarray:
 
 def _from_names(model: str | Path, cache: Path, **kwargs) -> PoseEstimator:
     kwargs.setdefault("device", "cpu")
-    return PoseEstimator.from_names(
-        str(model), detector="full_image", cache_dir=str(cache), **kwargs
-    )
+    return estimator_from_names(str(model), detector="full_image", cache_dir=str(cache), **kwargs)
 
 
 def test_auto_runs_onnxruntime_on_the_cpu_with_the_keypoints_of_pytorch(
@@ -266,7 +266,7 @@ def test_a_detector_without_weights_needs_allow_random_weights(
 ) -> None:
     for weights in ("", None):
         with pytest.raises(ValueError, match="allow_random_weights") as error:
-            PoseEstimator.from_names(
+            estimator_from_names(
                 str(tiny_checkpoint),
                 detector="ssdlite320_mobilenet_v3_large",
                 detector_weights=weights,

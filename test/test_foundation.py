@@ -32,7 +32,6 @@ ROSDEP_KEYS = {
     "diagnostic_msgs": "diagnostic_msgs",
     "lifecycle_msgs": "lifecycle_msgs",
     "std_srvs": "std_srvs",
-    "message_filters": "message_filters",
     "launch": "launch",
     "launch_ros": "launch_ros",
     "ament_index_python": "ament_index_python",
@@ -54,7 +53,16 @@ PIP_REQUIRED = {
 }
 # Extras installed with pip (README): allowed only as lazy imports, inside the function that needs
 # them, so the node starts without them.
-PIP_EXTRAS = {"pycocotools", "tensorrt", "safetensors", "tensorboard"}
+PIP_EXTRAS = {
+    "pycocotools",
+    "tensorrt",
+    "safetensors",
+    "tensorboard",
+    "tritonclient",
+    # recordings (pose-ros-infer --bag): in requirements-ros.txt, but the node never needs them
+    "rosbags",
+    "mcap",
+}
 
 
 def _package_xml_deps() -> dict[str, set[str]]:
@@ -139,7 +147,9 @@ def test_pytorch_and_onnx_runtime_come_from_pip_with_one_minimum_version() -> No
         (REPO_ROOT / _requirements.REQUIREMENTS_FILE).read_text(),
         re.M,
     )
-    assert dict(pins) == _requirements.MINIMUM_VERSIONS
+    assert {name: pin for name, pin in pins if name in PIP_REQUIRED} == (
+        _requirements.MINIMUM_VERSIONS
+    )
     assert set(PIP_REQUIRED) == set(_requirements.MINIMUM_VERSIONS)
     assert {"onnxruntime", "onnx"} <= set(_requirements.MINIMUM_VERSIONS)
     setup_py = (REPO_ROOT / "setup.py").read_text()
@@ -568,9 +578,10 @@ def test_code_compiles_on_python_310(tmp_path: Path) -> None:
 
 
 def test_humble_fallbacks_of_the_node_import() -> None:
-    """The node's rclpy fallbacks for Humble, run for real: `rclpy.event_handler` (Iron+) made
-    unimportable, so `rclpy.qos_event` (Humble's name, still a shim in Jazzy) is used; and
-    `qos_policy_name_from_kind` removed, so the node's own fallback is."""
+    """The rclpy fallbacks of the node's subscriptions for Humble, run for real:
+    `rclpy.event_handler` (Iron+) made unimportable, so `rclpy.qos_event` (Humble's name, still a
+    shim in Jazzy) is used; and `qos_policy_name_from_kind` removed, so the node's own fallback
+    is."""
     probe = """
 import importlib, sys, warnings
 import pose_ros.ros.node  # everything it needs, loaded the normal way first
@@ -580,8 +591,8 @@ with warnings.catch_warnings():
 import rclpy.qos
 sys.modules["rclpy.event_handler"] = None  # `from rclpy.event_handler import` fails, as on Humble
 del rclpy.qos.qos_policy_name_from_kind
-del sys.modules["pose_ros.ros.node"]
-node = importlib.import_module("pose_ros.ros.node")  # the module body again, with the fallbacks
+del sys.modules["pose_ros.ros.inputs"]
+node = importlib.import_module("pose_ros.ros.inputs")  # the module body again, with the fallbacks
 assert node.SubscriptionEventCallbacks.__name__ == "SubscriptionEventCallbacks"
 assert node.qos_policy_name_from_kind(1) == "1"
 print("humble fallbacks ok")

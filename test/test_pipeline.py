@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pose_ros import codec, geometry
+from pose_ros.factory import estimator_from_names
 from pose_ros.models import Preprocessing, build_pose_model
 from pose_ros.pipeline import FrameBoxes, PoseEstimator, rescore
 
@@ -197,10 +198,10 @@ def test_from_names_refuses_random_weights_unless_asked_and_missing_files(tmp_pa
     from pose_ros.models import CheckpointError
 
     with pytest.raises(ValueError, match="allow_random_weights"):
-        PoseEstimator.from_names("random:simplebaseline_res18", detector="given", device="cpu")
+        estimator_from_names("random:simplebaseline_res18", detector="given", device="cpu")
     missing = tmp_path / "nope.pth"
     with pytest.raises(CheckpointError, match=r"nope\.pth"):
-        PoseEstimator.from_names(str(missing), detector="given", device="cpu")
+        estimator_from_names(str(missing), detector="given", device="cpu")
 
 
 def test_device_decode_matches_the_numpy_codec_exactly() -> None:

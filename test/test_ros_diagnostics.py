@@ -109,6 +109,22 @@ def test_random_weights_are_an_error_whatever_else_holds() -> None:
     assert "processing at 10.0 Hz" in message
 
 
+def test_a_pose_network_that_does_not_answer_is_an_error() -> None:
+    """engine triton: the estimator's inference_problem while its server does not answer."""
+    problem = "inference server unreachable: grpc://gpu-server:8001"
+    failing = _recent(received=30, failed=30, last_received=99.0)
+    level, message = diagnostics.assess(_health(recent=failing, inference_problem=problem))
+    assert level == diagnostics.ERROR
+    assert message.startswith(problem) and "every frame of the last 5 s failed" in message
+    status = diagnostics.build_status(_health(inference_problem=problem), hardware_id="cpu")
+    assert {kv.key: kv.value for kv in status.values}["inference problem"] == problem
+    # Not active: nothing is expected of the server.
+    level, _ = diagnostics.assess(
+        _health(lifecycle_state="inactive", seconds_without_input=None, inference_problem=problem)
+    )
+    assert level == diagnostics.OK
+
+
 def test_an_inactive_node_is_ok_and_says_its_state() -> None:
     level, message = diagnostics.assess(
         _health(lifecycle_state="inactive", seconds_without_input=None, recent=_recent())
@@ -267,6 +283,10 @@ def test_node_diagnostics_over_dds(peer: Peer, tiny_checkpoint: Path, tmp_path: 
         assert float(values["latency p50 (ms)"]) > 0
         assert float(values["latency p90 (ms)"]) >= float(values["latency p50 (ms)"])
         assert values["model"] == str(tiny_checkpoint) and values["random weights"] == "false"
+        # The node names its pose network's precision (the CPU's ONNX Runtime export: fp32) in
+        # /diagnostics and at the start of its status line.
+        assert values["precision"] == "fp32", values
+        node.wait_for_log(r"pose network fp32 \| frames in [1-9]", timeout=15)
 
         # The camera stops: WARN again, and the log says the same (it used to go silent).
         log_start = node.log_size()

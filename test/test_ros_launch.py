@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pose_ros.ros import harness, params
+from devtools import ros_harness as harness
+from pose_ros.ros import params
 from pose_ros.ros.markers import (
     KEYPOINTS_NAMESPACE,
     SKELETON_NAMESPACE,
@@ -285,11 +286,13 @@ def test_launch_arguments_and_params_file_reach_the_node(
 NODE_PARAMETERS = {
     "allow_random_weights",
     "batch_wait_sec",
+    "camera.rectified",
     "cameras",
     "cpu_threads",
     "debug_image.enabled",
     "debug_image.keypoint_threshold",
     "decode",
+    "depth.allow_rescale",
     "depth.max_m",
     "depth.min_m",
     "depth.patch_radius",
@@ -325,11 +328,16 @@ NODE_PARAMETERS = {
     "smoothing.d_cutoff",
     "smoothing.enabled",
     "smoothing.min_cutoff",
+    "smoothing.position_beta",
+    "smoothing.position_min_cutoff",
     "tracking.enabled",
     "tracking.iou_weight",
     "tracking.match_threshold",
     "tracking.max_age_sec",
     "tracking.min_hits",
+    "triton.model",
+    "triton.timeout_ms",
+    "triton.url",
     "use_camera_info",
     "use_depth",
     # rclpy's own
@@ -337,12 +345,13 @@ NODE_PARAMETERS = {
     "start_type_description_service",
 }
 #: The ones a running node accepts changes of (not read-only): thresholds, drawing, smoothing,
-#: tracking, depth sampling, the detector interval. Model, device, engines, topics, QoS and the
-#: cameras are fixed at start (read-only).
+#: tracking, depth sampling, the detector interval. Model, device, engines (the Triton server
+#: too), topics, QoS, the cameras and their camera model are fixed at start (read-only).
 RUNTIME_CHANGEABLE = {
     "batch_wait_sec",
     "debug_image.enabled",
     "debug_image.keypoint_threshold",
+    "depth.allow_rescale",
     "depth.max_m",
     "depth.min_m",
     "depth.patch_radius",
@@ -362,6 +371,8 @@ RUNTIME_CHANGEABLE = {
     "smoothing.d_cutoff",
     "smoothing.enabled",
     "smoothing.min_cutoff",
+    "smoothing.position_beta",
+    "smoothing.position_min_cutoff",
     "tracking.enabled",
     "tracking.iou_weight",
     "tracking.match_threshold",
@@ -545,7 +556,8 @@ def test_cameras_argument_gives_one_node_for_several_cameras(
     test_params_file: Path,
     frame: np.ndarray,
 ) -> None:
-    """cameras:=[front, left]: one node reading /<camera>/image_raw and /<camera>/camera_info,
+    """cameras:=[front, left] use_depth:=true: one node reading /<camera>/image_raw,
+    /<camera>/camera_info and the registered depth /<camera>/aligned_depth_to_color/image_raw,
     publishing <namespace>/<camera>/poses; each camera's frame answered on its own topic."""
     from sensor_msgs.msg import Image
 
@@ -556,6 +568,7 @@ def test_cameras_argument_gives_one_node_for_several_cameras(
     with launched(
         tmp_path / "launch.log",
         "cameras:=[front, left]",
+        "use_depth:=true",
         f"namespace:={namespace}",
         f"params_file:={test_params_file}",
         f"model:={tiny_checkpoint}",
@@ -568,6 +581,8 @@ def test_cameras_argument_gives_one_node_for_several_cameras(
         for camera in ("front", "left"):
             assert subscribed.get(f"/{camera}/image_raw") == ["sensor_msgs/msg/Image"], subscribed
             assert subscribed.get(f"/{camera}/camera_info") == ["sensor_msgs/msg/CameraInfo"]
+            depth = f"/{camera}/aligned_depth_to_color/image_raw"
+            assert subscribed.get(depth) == ["sensor_msgs/msg/Image"], subscribed
         assert not any(topic.endswith("/image") for topic in subscribed), subscribed
         values = _parameters(peer, f"/{namespace}/pose_node", ["cameras"])
         assert values == {"cameras": ["front", "left"]}

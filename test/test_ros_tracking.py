@@ -187,7 +187,7 @@ def run_node(
     try:
         node.trigger_configure()
         # The test's detector and network in place of the configured ones (module docstring).
-        estimator = node._estimator
+        estimator = node.estimator
         detector = RoomBackgroundDetector()
         estimator.detector = detector
         network = DrawnFigurePoseNetwork(
@@ -195,7 +195,7 @@ def run_node(
         )
         estimator.model = network
         estimator.estimate_batch = network.record(estimator.estimate_batch)
-        node._configure_tracking(node._settings)
+        node.core.configure(node.settings.stream)  # the detector's threshold for the tracking
         node.trigger_activate()
         spinning.start()
         received, _ = peer.collect(PersonPoseArray, f"{namespace}/poses", reliable(10))
@@ -252,28 +252,34 @@ def test_two_figures_keep_two_ids_and_the_interval_keeps_boxes_and_keypoints_on_
     every, runs_every, drawn = run_node(tiny_checkpoint, 1)
     assert runs_every == FRAMES
     ids = [sorted(p.id for p in msg.persons) for msg in every]
-    assert all(frame_ids == [1, 2] for frame_ids in ids), ids
+    first_ids = ids[0]
+    assert len(first_ids) == 2 and all(frame_ids == first_ids for frame_ids in ids), ids
     stamps = [msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9 for msg in every]
     np.testing.assert_allclose(stamps, 1000.0 + np.arange(FRAMES) / FPS, atol=1e-6)
 
     sparse, runs_sparse, _ = run_node(tiny_checkpoint, 5)
     assert runs_sparse == FRAMES // 5, f"detector ran {runs_sparse} times in {FRAMES} frames"
     ids = [sorted(p.id for p in msg.persons) for msg in sparse]
-    assert all(frame_ids == [1, 2] for frame_ids in ids), ids
+    second_ids = ids[0]
+    assert len(second_ids) == 2 and all(frame_ids == second_ids for frame_ids in ids), ids
+    # Ids are unique in the process: the second node (same process) never reuses the first's.
+    assert not set(first_ids) & set(second_ids), (first_ids, second_ids)
 
+    # The same person in both runs: each figure got its id in the same order on frame 0.
+    same_person = dict(zip(first_ids, second_ids, strict=True))
     # Which drawn figure each id is (from the every-frame run's first frame).
     first = persons_of(every[0])
     figure_of = {
         track_id: int(np.argmin([np.abs(f - first[track_id][1][:, :2]).mean() for f in drawn[0]]))
-        for track_id in (1, 2)
+        for track_id in first_ids
     }
     assert sorted(figure_of.values()) == [0, 1], figure_of
 
     ious, shifts, errors = [], [], []
     for index, (a, b) in enumerate(zip(every, sparse, strict=True)):
         pa, pb = persons_of(a), persons_of(b)
-        for track_id in (1, 2):
-            (box_a, kp_a), (box_b, kp_b) = pa[track_id], pb[track_id]
+        for track_id in first_ids:
+            (box_a, kp_a), (box_b, kp_b) = pa[track_id], pb[same_person[track_id]]
             truth = drawn[index][figure_of[track_id]]
             if index % 5 == 0:  # both runs detect: the same box, the same keypoints
                 np.testing.assert_allclose(box_b, box_a, atol=TOLERANCE_PX)

@@ -14,6 +14,14 @@ else. ``--tensorrt`` also builds an fp16 engine for batch 1..max-batch where the
 package and a GPU are present (cached beside the ONNX file, keyed by the ONNX file's content, the
 TensorRT version and the GPU).
 
+``--triton-repository DIR`` writes a model repository for NVIDIA Triton Inference Server
+(docs/triton.md): ``DIR/<name>/1/model.onnx``, the network with its normalisation and heatmap
+decoding inside (uint8 RGB crops in, decoded keypoints out), and ``DIR/<name>/config.pbtxt``
+(batch axis, dynamic batching, instance group); with ``--tensorrt`` also ``DIR/<name>_tensorrt/``,
+whose ``build_plan.sh`` builds the TensorRT plan on the GPU server::
+
+    python -m training.export --model best.pth --triton-repository triton_models --tensorrt
+
 ``--int8`` also writes an int8 model for the CPU (``<output>.int8.onnx``: ONNX Runtime's static
 quantization, about 1.6-1.8x the fp32 speed on a CPU with VNNI, README "Benchmarks"), calibrated
 on the annotated persons of a COCO-format keypoints file, and reports what it costs: the
@@ -47,6 +55,13 @@ from pose_ros.runtime import (
     export_onnx,
     quantize_int8,
 )
+from pose_ros.triton import (
+    INSTANCE_KINDS,
+    KEYPOINT_TOLERANCE_PX,
+    export_triton_repository,
+    keypoint_graph_agreement,
+)
+from pose_ros.triton_endpoint import DEFAULT_MODEL_NAME
 from training.dataset import CocoPersons, DatasetError, load_coco_persons, read_image
 
 # export_onnx and compare_with_onnxruntime live in pose_ros.runtime (the node exports on first use
@@ -133,8 +148,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=MIN_OPSET)
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max abs heatmap difference")
-    parser.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine")
-    parser.add_argument("--max-batch", type=int, default=32, help="TensorRT profile: batch 1..N")
+    parser.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="also build a TensorRT engine (with --triton-repository: add the TensorRT variant)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="TensorRT profile: batch 1..N; Triton: the models' max_batch_size",
+    )
+    parser.add_argument(
+        "--triton-repository",
+        metavar="DIR",
+        help="write a Triton model repository (DIR/<name>/1/model.onnx and config.pbtxt); "
+        "--output is then optional",
+    )
+    parser.add_argument(
+        "--triton-model-name", default=DEFAULT_MODEL_NAME, help="the pose network's model name"
+    )
+    parser.add_argument(
+        "--triton-queue-delay-us",
+        type=int,
+        default=2000,
+        help="dynamic batching: longest wait (microseconds) for more requests to join a batch",
+    )
+    parser.add_argument(
+        "--triton-instances", type=int, default=1, help="copies of the model on the server"
+    )
+    parser.add_argument(
+        "--triton-kind",
+        choices=INSTANCE_KINDS,
+        default="gpu",
+        help="where the server runs the ONNX model (the TensorRT variant is always gpu)",
+    )
     parser.add_argument("--trt-fp32", action="store_true", help="TensorRT engine in fp32, not fp16")
     parser.add_argument(
         "--int8", action="store_true", help="also write <output>.int8.onnx (CPU, ONNX Runtime)"
@@ -172,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--int8 needs --calibration-annotations and --calibration-images")
     try:
         model = load_pose_model(args.model, map_location="cpu")
+        if args.triton_repository:
+            status = _export_triton_repository(model, args)
+            if status or not args.output:
+                return status
         output = Path(args.output) if args.output else Path(args.model).with_suffix(".onnx")
         export_onnx(model, output, opset=args.opset)
         print(
@@ -213,6 +265,45 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DatasetError, RuntimeBackendError, ValueError, OSError) as error:
         print(f"pose-ros-export: error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _export_triton_repository(model: torch.nn.Module, args: argparse.Namespace) -> int:
+    """--triton-repository: write it, and check its graph against PyTorch and the numpy
+    decoder on random crops (exit code 1 when they disagree)."""
+    repository = export_triton_repository(
+        model,
+        args.triton_repository,
+        model_name=args.triton_model_name,
+        max_batch_size=args.max_batch,
+        max_queue_delay_us=args.triton_queue_delay_us,
+        instances=args.triton_instances,
+        kind=args.triton_kind,
+        tensorrt=args.tensorrt,
+        opset=args.opset,
+    )
+    print(
+        f"wrote {repository.onnx_path} and {repository.config_path} (input uint8 RGB crops "
+        f"3x{model.input_size[0]}x{model.input_size[1]}, output keypoints "
+        f"{model.num_keypoints}x3, max_batch_size {args.max_batch})"
+    )
+    if repository.tensorrt_build_script is not None:
+        print(
+            f"wrote {repository.tensorrt_config_path} and {repository.tensorrt_build_script} "
+            "(run it on the GPU server before starting Triton: it builds the TensorRT plan)"
+        )
+    if args.no_check:
+        return 0
+    height, width = model.input_size
+    crops = np.random.default_rng(0).integers(0, 256, (8, 3, height, width), dtype=np.uint8)
+    difference, agreeing = keypoint_graph_agreement(model, repository.onnx_path, crops)
+    print(
+        f"keypoints of the graph (ONNX Runtime) vs PyTorch + numpy decoding: max abs difference "
+        f"{difference:.3e}, {agreeing:.1%} within {KEYPOINT_TOLERANCE_PX} px"
+    )
+    if agreeing < 0.99:
+        print("pose-ros-export: error: the repository graph does not decode as the pipeline does")
+        return 1
     return 0
 
 

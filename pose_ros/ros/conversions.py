@@ -25,14 +25,19 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header
 
 from pose_ros.camera import PinholeCamera
+
+if TYPE_CHECKING:
+    # Only the functions that build messages import these (at their call): reading frames works on
+    # any object with the messages' fields, so recordings decode without a ROS install
+    # (pose_ros.recording reads them with rosbags).
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    from std_msgs.msg import Header
 
 
 class ImageConversionError(ValueError):
@@ -396,6 +401,8 @@ def array_to_image_msg(
         padded = np.zeros((height, step), np.uint8)
         padded[:, :row_bytes] = rows
         rows = padded
+    from sensor_msgs.msg import Image
+
     msg = Image()
     if header is not None:
         msg.header = header
@@ -488,6 +495,8 @@ def depth_array_to_msg(
         raise ValueError(f"step {step} is smaller than a row ({row_bytes} bytes)")
     rows = np.zeros((height, step), np.uint8)
     rows[:, :row_bytes] = np.ascontiguousarray(depth, dtype=dtype).view(np.uint8)
+    from sensor_msgs.msg import Image
+
     msg = Image()
     if header is not None:
         msg.header = header
@@ -497,11 +506,22 @@ def depth_array_to_msg(
     return msg
 
 
-def camera_from_info(msg: CameraInfo) -> PinholeCamera:
-    """The intrinsics of a CameraInfo (K for an image of msg.width x msg.height).
+def camera_from_info(msg: CameraInfo, *, rectified: bool = False) -> PinholeCamera:
+    """The camera model of a CameraInfo (K, D, R, P for an image of msg.width x msg.height), as
+    image_geometry reads it; ``rectified``: the images it describes are rectified already.
 
     Raises:
         pose_ros.camera.CameraModelError: K all zero (``uncalibrated``), non-finite, or outside a
-            physically sane range; the message says which value and why.
+            physically sane range; an unsupported distortion model for a raw image; the message
+            says which value and why.
     """
-    return PinholeCamera.from_k(msg.k, int(msg.width), int(msg.height))
+    return PinholeCamera.from_camera_info(
+        msg.k,
+        int(msg.width),
+        int(msg.height),
+        distortion_model=str(msg.distortion_model),
+        d=list(msg.d),
+        r=list(msg.r),
+        p=list(msg.p),
+        rectified=rectified,
+    )

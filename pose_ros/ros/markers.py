@@ -40,7 +40,7 @@ from pose_ros.keypoints import NUM_KEYPOINTS, SKELETON_EDGES, limb_side
 from pose_ros.ros.params import MarkerStyle
 
 if TYPE_CHECKING:
-    from pose_ros.pipeline import Person
+    from pose_ros.types import Person
 
 KEYPOINTS_NAMESPACE = "keypoints"
 SKELETON_NAMESPACE = "skeleton"

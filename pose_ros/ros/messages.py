@@ -14,7 +14,7 @@ from pose_ros.keypoints import NUM_KEYPOINTS
 from pose_ros.msg import Keypoint, PersonPose, PersonPoseArray
 
 if TYPE_CHECKING:
-    from pose_ros.pipeline import Person
+    from pose_ros.types import Person
 
 
 def persons_to_msg(

@@ -129,6 +129,14 @@ class NodeStats:
                 t.received + 1, t.processed, t.dropped + int(dropped_older), t.bad, t.failed
             )
 
+    def frame_dropped(self, now: float | None = None) -> None:
+        """A received frame was replaced by a newer one before it was processed."""
+        with self._lock:
+            self._event("dropped", now)
+            self._dropped += 1
+            t = self._totals
+            self._totals = Totals(t.received, t.processed, t.dropped + 1, t.bad, t.failed)
+
     def frame_processed(
         self, latency_ms: float, pipeline_ms: float, persons: int, now: float | None = None
     ) -> None:
