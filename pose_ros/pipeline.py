@@ -272,10 +272,11 @@ class PoseEstimator:
             if self.random_weight_parts
             else ""
         )
+        precision = getattr(self.model, "precision", "fp16" if self.fp16 else "fp32")  # runners
         return (
             f"{arch} {in_height}x{in_width} {self.model.preprocessing.color_order} "
             f"on {self.engine} {self.device} "
-            f"{'fp16' if self.fp16 else 'fp32'}, flip_test={self.flip_test}, decode={self.decode}, "
+            f"{precision}, flip_test={self.flip_test}, decode={self.decode}, "
             f"detector={detector}{random_note}"
         )
 

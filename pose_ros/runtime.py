@@ -8,19 +8,22 @@ input size) travels in the ``.onnx`` file's ``metadata_props``, written by
 ``pose_ros.training.export``, so ``OnnxPoseRunner("model.onnx")`` needs nothing else.
 
 TensorRT engines are built from the ONNX file (fp16, one optimisation profile for batch
-1..max_batch) and cached beside it; the file name holds the TensorRT version and the GPU name,
-because an engine only runs on the TensorRT version and GPU model it was built for::
+1..max_batch) and cached beside it; the file name holds a hash of the ONNX file's content (a
+re-exported ``model.onnx`` gets a new engine, never the old one), the TensorRT version and the GPU
+name, because an engine only runs on the TensorRT version and GPU model it was built for::
 
     engine = build_tensorrt_engine("model.onnx", max_batch=32)   # or TensorRTPoseRunner.from_onnx
     estimator = PoseEstimator(TensorRTPoseRunner(engine), detector)
 
-``onnxruntime``, ``onnx`` and ``tensorrt`` are optional and imported only when used; a missing
-one is a :class:`RuntimeBackendError` that says what to install.
+``onnxruntime`` and ``onnx`` are requirements (checked when the pipeline is imported, see
+:mod:`pose_ros._requirements`), ``tensorrt`` is optional; all three are imported only when used,
+and a missing one is a :class:`RuntimeBackendError` that says what to install.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -40,6 +43,9 @@ META_PREPROCESSING = "pose_ros.preprocessing"
 META_ARCH = "pose_ros.arch"
 META_NUM_KEYPOINTS = "pose_ros.num_keypoints"
 META_HEATMAP_SIZE = "pose_ros.heatmap_size"
+#: Numeric precision of the exported graph's weights and arithmetic: one of :data:`PRECISIONS`.
+META_PRECISION = "pose_ros.precision"
+PRECISIONS = ("fp32", "fp16", "int8")
 #: What the graph returns (pose_ros.types.OUTPUT_*); absent: heatmaps.
 META_OUTPUT_KIND = "pose_ros.output_kind"
 INPUT_NAME = "input"
@@ -74,6 +80,8 @@ class _RunnerBase:
             ) from None
         self._heatmap_size = (int(height), int(width))
         self.source = source
+        #: "fp32", "fp16" or "int8": what the graph computes in (logs, status line, diagnostics).
+        self.precision = metadata.get(META_PRECISION, "fp32")
         #: Heatmaps, or keypoints decoded inside the graph (a Triton repository's model).
         self.output_kind = metadata.get(META_OUTPUT_KIND, "heatmaps")
 
@@ -91,13 +99,17 @@ def export_metadata(
     arch: dict[str, Any],
     num_keypoints: int,
     heatmap_size: tuple[int, int],
+    precision: str = "fp32",
 ) -> dict[str, str]:
-    """The ``metadata_props`` an exported pose network carries (all values JSON strings)."""
+    """The ``metadata_props`` an exported pose network carries (all values strings)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return {
         META_PREPROCESSING: json.dumps(preprocessing.to_dict()),
         META_ARCH: json.dumps(arch),
         META_NUM_KEYPOINTS: str(int(num_keypoints)),
         META_HEATMAP_SIZE: json.dumps([int(v) for v in heatmap_size]),
+        META_PRECISION: precision,
     }
 
 
@@ -149,7 +161,12 @@ class OnnxPoseRunner(_RunnerBase):
         else:
             providers = ["CPUExecutionProvider"]
         self.session = onnx_session(ort, path, providers, threads)
-        super().__init__(dict(self.session.get_modelmeta().custom_metadata_map), path)
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if META_PRECISION not in metadata:
+            # Exports written before the precision was recorded: an int8 graph is recognised by
+            # its quantization nodes.
+            metadata[META_PRECISION] = onnx_graph_precision(path)
+        super().__init__(metadata, path)
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
@@ -201,6 +218,27 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
+def onnx_graph_precision(path: str | os.PathLike) -> str:
+    """The precision of an ONNX graph: int8 when it holds quantization nodes, else fp32 (for
+    exports that do not record :data:`META_PRECISION`)."""
+    try:
+        import onnx
+    except ImportError:
+        return "fp32"
+    graph = onnx.load(str(path), load_external_data=False).graph
+    quantized = any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in graph.node)
+    return "int8" if quantized else "fp32"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (read in chunks: exports can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def tensorrt_engine_path(
     onnx_path: str | os.PathLike,
     *,
@@ -210,11 +248,23 @@ def tensorrt_engine_path(
     fp16: bool,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Cache file of an engine: ``<onnx stem>.trt<version>.<gpu>.b<max>.<precision>.engine``."""
+    """Cache file of the engine of an ONNX file:
+    ``<onnx stem>-<content hash>.trt<version>.<gpu>.b<max>.<precision>.engine``.
+
+    The hash (16 hex digits of the file's sha256) keys the engine by what the ONNX file holds,
+    not by its name: a model re-exported under the same name gets a new engine.
+
+    Raises:
+        RuntimeBackendError: the ONNX file does not exist.
+    """
     onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise RuntimeBackendError(f"ONNX model {onnx_path} not found")
+    content = file_sha256(onnx_path)[:16]
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower()
     precision = "fp16" if fp16 else "fp32"
-    name = f"{onnx_path.stem}.trt{tensorrt_version}.{gpu}.b{max_batch}.{precision}.engine"
+    build = f"trt{tensorrt_version}.{gpu}.b{max_batch}.{precision}"
+    name = f"{onnx_path.stem}-{content}.{build}.engine"
     return Path(cache_dir or onnx_path.parent) / name
 
 
@@ -295,17 +345,25 @@ def build_tensorrt_engine(
         )
     with atomic_write(engine_path) as stream:
         stream.write(bytes(serialized))
+    onnx_precision = metadata.get(META_PRECISION) or onnx_graph_precision(onnx_path)
     info = {
         **metadata,
+        # An int8 (QDQ) graph stays int8 in TensorRT; otherwise the engine computes as built.
+        META_PRECISION: onnx_precision if onnx_precision == "int8" else precision_name(fp16),
         "tensorrt_version": trt.__version__,
         "gpu_name": torch.cuda.get_device_name(gpu),
         "max_batch": str(max_batch),
         "fp16": str(fp16),
         "onnx": onnx_path.name,
+        "onnx_sha256": file_sha256(onnx_path),
     }
     with atomic_write(sidecar, "w") as stream:
         stream.write(json.dumps(info, indent=1))
     return engine_path
+
+
+def precision_name(fp16: bool) -> str:
+    return "fp16" if fp16 else "fp32"
 
 
 class TensorRTPoseRunner(_RunnerBase):
@@ -333,6 +391,8 @@ class TensorRTPoseRunner(_RunnerBase):
             raise RuntimeBackendError("TensorRT engines run on a CUDA GPU; none is visible")
         info = json.loads(sidecar.read_text())
         super().__init__(info, engine_path)
+        if META_PRECISION not in info:  # engines built before the precision was recorded
+            self.precision = precision_name(info.get("fp16") == "True")
         self.max_batch = int(info.get("max_batch", "1"))
         self.device = _cuda_device(device)
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -588,12 +648,15 @@ def quantize_int8(
         except Exception as error:  # the quantizer raises many types; all mean "cannot"
             raise RuntimeBackendError(f"int8 quantization of {onnx_path} failed: {error}") from None
         graph = onnx.load(str(quantized))
-    # The quantizer keeps the graph, not the file's metadata: carry the export's over.
+    # The quantizer keeps the graph, not the file's metadata: carry the export's over, with the
+    # precision the graph now computes in.
     source = onnx.load(str(onnx_path), load_external_data=False)
+    metadata = {prop.key: prop.value for prop in source.metadata_props}
+    metadata[META_PRECISION] = "int8"
     del graph.metadata_props[:]
-    for prop in source.metadata_props:
+    for key, value in metadata.items():
         entry = graph.metadata_props.add()
-        entry.key, entry.value = prop.key, prop.value
+        entry.key, entry.value = key, value
     with atomic_write(output) as stream:
         stream.write(graph.SerializeToString())
     return output

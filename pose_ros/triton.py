@@ -68,6 +68,7 @@ __all__ = [
     "keypoint_graph_outputs",
     "model_config_text",
     "parse_triton_url",
+    "served_precision",
     "wire_preprocessing",
 ]
 
@@ -394,6 +395,14 @@ def _import_client(protocol: str) -> Any:
     return client_module
 
 
+def served_precision(config: dict[str, Any]) -> str:
+    """What a served model computes in, from its configuration (as the client reads it): "fp16"
+    for a TensorRT plan (the repository's TensorRT variant is built with ``--fp16``), else "fp32"
+    (the repository's ONNX graph, exported in fp32)."""
+    tensorrt = config.get("platform") == "tensorrt_plan" or config.get("backend") == "tensorrt"
+    return "fp16" if tensorrt else "fp32"
+
+
 def _expected_io(
     config: dict[str, Any], num_keypoints: int
 ) -> tuple[list[str], tuple[int, int] | None]:
@@ -500,6 +509,8 @@ class TritonPoseRunner:
             )
         self.preprocessing = wire_preprocessing(size)
         self.arch: dict[str, Any] = {"name": f"{model} at {self.url}"}
+        #: "fp32" or "fp16" (a TensorRT plan): the status line and /diagnostics show it.
+        self.precision = served_precision(config)
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Camera-like frames made of the 4 annotated COCO images (../shared/data): each letterboxed into
 a 640x480 frame with its persons' ground-truth boxes, optionally shifted to make motion. The
-network trained on these images (the overfit run of test_training_support) finds their keypoints confidently, so
-the temporal rules of the stream core can be judged on real poses.
+network trained on these images (the overfit run of test_training_support) finds their keypoints
+confidently, so the temporal rules of the stream core can be judged on real poses.
 
 :class:`SceneBoxesDetector` is a test-only detector: it knows the boxes of the frames it was shown
 (by their pixels), as a perfect person detector would find them. Registered nowhere in the package.

@@ -1,6 +1,6 @@
 """The stream core's temporal rules (pose_ros.stream), on real poses: the network trained on the 4
-COCO images (the overfit run of test_training_support) in camera frames made of those images, with a detector
-that knows their boxes (coco_scenes.py). Each rule is judged on what the core returns."""
+COCO images (the overfit run of test_training_support) in camera frames made of those images, with
+a detector that knows their boxes (coco_scenes.py). Each rule is judged on what the core returns."""
 
 from __future__ import annotations
 

@@ -28,6 +28,7 @@ from pose_ros.triton import (
     export_keypoint_onnx,
     export_triton_repository,
     keypoint_graph_outputs,
+    served_precision,
 )
 from pose_ros.triton_endpoint import parse_triton_url
 from training.export import main as export_main
@@ -37,6 +38,7 @@ model_config_pb2 = pytest.importorskip(
     reason="tritonclient is an optional extra (pip install 'pose_ros[triton]')",
 )
 text_format = pytest.importorskip("google.protobuf.text_format")
+json_format = pytest.importorskip("google.protobuf.json_format")
 
 
 class PeakNetwork(nn.Module):
@@ -152,6 +154,10 @@ def test_config_pbtxt_parses_with_tritons_protobuf_and_agrees_with_the_graph(
         config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
         assert config.name == config_path.parent.name  # Triton wants the directory's name
         assert config.platform == platform
+        # The node names what the served model computes in, from the configuration as the
+        # client reads it (gRPC's as_json form): the TensorRT variant is built in fp16.
+        as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
+        assert served_precision(as_json) == ("fp16" if platform == "tensorrt_plan" else "fp32")
         assert config.max_batch_size == 48
         assert config.dynamic_batching.max_queue_delay_microseconds == 1500
         (group,) = config.instance_group

@@ -76,6 +76,8 @@ class InputHealth:
     cameras: int = 1
     #: pose-network calls of the node since configure, all cameras together (None: no model)
     network_calls: int | None = None
+    #: what the pose network computes in: fp32, fp16 or int8 (stats.network_precision)
+    precision: str = "n/a"
     #: frames whose header stamp was 0 / repeated the previous one: their arrival time stood in
     zero_stamps: int = 0
     repeated_stamps: int = 0
@@ -169,6 +171,7 @@ def build_status(health: InputHealth, hardware_id: str) -> DiagnosticStatus:
         "seconds without input": _number(health.seconds_without_input),
         "publishers": str(health.publishers),
         "model": health.model,
+        "precision": health.precision,
         "device": health.device,
         "detector": health.detector,
         "random weights": str(health.random_weights).lower(),

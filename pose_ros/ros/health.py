@@ -15,7 +15,7 @@ from pose_ros.ros import diagnostics
 from pose_ros.ros.camera_stream import CameraStream
 from pose_ros.ros.reporting import Reporter
 from pose_ros.ros.startup import DIAGNOSTICS_QOS
-from pose_ros.ros.stats import format_status
+from pose_ros.ros.stats import format_status, network_precision
 
 #: While no frame arrives, the warning is repeated at most this often (/diagnostics says it at
 #: 1 Hz; the log is for people reading it, so it repeats slowly).
@@ -74,6 +74,7 @@ class NodeHealth:
             no_input_warning_sec=float(values["no_input_warning_sec"]),
             publishers=self._node.count_publishers(stream.input_topic),
             model=str(values["model"]),
+            precision=network_precision(estimator),
             device=str(getattr(estimator, "device", values["device"])),
             detector=values["detector.backend"] if detector is None else type(detector).__name__,
             random_weights=bool(getattr(estimator, "uses_random_weights", False)),
@@ -120,7 +121,10 @@ class NodeHealth:
         now = time.monotonic()
         _, _, estimator, _ = self._state()
         random_weights = bool(getattr(estimator, "uses_random_weights", False))
+        precision = network_precision(estimator)
         for stream in self._streams:
-            line = format_status(stream.stats.take_window(now), random_weights=random_weights)
+            line = format_status(
+                stream.stats.take_window(now), random_weights=random_weights, precision=precision
+            )
             if line is not None:
                 self._reporter.logger.info(f"{stream.label}{line}")
