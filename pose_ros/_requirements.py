@@ -81,8 +81,9 @@ def requirement_message(problems: list[str]) -> str:
     """One paragraph: the problems and the pip command that fixes them."""
     return (
         "; ".join(problems) + f". Install them with pip: `pip install -r {REQUIREMENTS_FILE}` "
-        "in the pose_ros source folder (README, 'In a ROS 2 workspace'); the distribution's "
-        "python3-torch is too old and CPU-only, and ONNX Runtime has no distribution package"
+        "in the pose_ros source folder (README, 'Install into a ROS 2 workspace'); the "
+        "distribution's python3-torch is too old and CPU-only, and ONNX Runtime has no "
+        "distribution package"
     )
 
 

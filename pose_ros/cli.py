@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-persons", type=int, default=20)
     parser.add_argument("--keypoint-threshold", type=float, default=0.3, help="drawing threshold")
     track = parser.add_argument_group(
-        "tracking", "track ids, One-Euro smoothing and detector reuse (README: Tracking)"
+        "tracking", "track ids, One-Euro smoothing and detector reuse (docs/tracking.md)"
     )
     track.add_argument(
         "--tracking",

@@ -7,7 +7,7 @@ The pose network runs on one of :data:`POSE_ENGINES`:
   provider on the chosen GPU);
 * ``tensorrt``: an fp16 TensorRT engine built from that ONNX file (CUDA, where installed);
 * ``auto``: the fastest measured engine of the device: ONNX Runtime on the CPU (about 1.6x
-  PyTorch eager for ResNet pose networks on 2 cores, README "Benchmarks"), PyTorch fp16 on CUDA.
+  PyTorch eager for ResNet pose networks on 2 cores, docs/benchmarks.md), PyTorch fp16 on CUDA.
 
 A checkpoint asked to run on ONNX Runtime or TensorRT is exported on first use into the exports
 cache (:func:`exports_cache_dir`, beside the checkpoint cache of

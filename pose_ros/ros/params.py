@@ -552,7 +552,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "detector.interval",
         1,
         "Run the person detector every N-th frame (1: every frame); in between, each confirmed "
-        "track's box comes from its last keypoints (faster, see README). Needs tracking.enabled.",
+        "track's box comes from its last keypoints (faster; docs/tracking.md). Needs "
+        "tracking.enabled.",
         int_range=(1, 100),
     ),
     ParamSpec(

@@ -111,7 +111,7 @@ def build_estimator(values: dict[str, Any]) -> Any:
         raise StartupError(
             f"cannot load the pose model {values['model']!r}: {error} "
             "(set the 'model' parameter to a checkpoint file or a published-weights name; "
-            "see the README section 'Weights')"
+            "see docs/engines.md, 'Weights')"
         ) from None
     except DetectorError as error:
         raise StartupError(
