@@ -206,7 +206,8 @@ def test_wrong_step_is_skipped_and_a_sqlite3_folder_is_written(
         "--copy-input",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stderr.count("bad frame skipped: step 479 is smaller than a row") == 1
+    skipped = re.findall(r"bad frame skipped: .*step 479 is smaller than a row", result.stderr)
+    assert len(skipped) == 1, result.stderr
     assert "10 processed, 2 corrupt (skipped)" in result.stdout
     assert (out / "metadata.yaml").is_file() and list(out.glob("*.db3"))
     topics = read_with_rosbags(out)
