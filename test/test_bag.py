@@ -272,8 +272,10 @@ def test_ctrl_c_leaves_readable_outputs_with_the_frames_done(
         time.sleep(0.1)
     assert progress and max(progress) >= 20, "".join(stderr_text)
     proc.send_signal(signal.SIGINT)
-    stdout, _ = proc.communicate(timeout=120)
-    watcher.join(5)
+    # Not communicate(): it would read stderr too, racing the watcher for its last lines.
+    stdout = proc.stdout.read()
+    proc.wait(timeout=120)
+    watcher.join(30)
     stderr = "".join(stderr_text)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr

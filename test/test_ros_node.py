@@ -514,7 +514,7 @@ def test_missing_weights_stop_the_node_with_instructions(tmp_path: Path, tiny_ch
     assert result.returncode == 1, result.stdout
     assert "[FATAL]" in result.stdout
     assert str(missing) in result.stdout and "not found" in result.stdout
-    assert "README" in result.stdout and "published" in result.stdout  # how to get weights
+    assert "docs/engines.md" in result.stdout and "published" in result.stdout  # how to get weights
     assert "Traceback" not in result.stdout, result.stdout
 
     random = run_node_to_exit(
