@@ -25,13 +25,20 @@ setup(
         "Pillow>=9.0",
         "torch>=2.5",
         "torchvision>=0.20",
+        "onnxruntime>=1.17",
+        "onnx>=1.16",
         "PyYAML>=6.0",
         "scipy>=1.10",
         "tqdm>=4.66",
+        # recordings (pose-ros-infer --bag)
+        "rosbags>=0.10",
+        "mcap>=1.1",
     ],
     extras_require={
-        # evaluation with pycocotools, the ONNX Runtime detector backend, export, training logs
-        "train": ["pycocotools>=2.0.7", "onnxruntime>=1.17", "onnx>=1.16", "tensorboard>=2.16"],
+        # evaluation with pycocotools, training logs
+        "train": ["pycocotools>=2.0.7", "tensorboard>=2.16"],
+        # engine 'triton': the pose network on a Triton Inference Server (docs/triton.md)
+        "triton": ["tritonclient[grpc,http]>=2.50"],
     },
     entry_points={
         "console_scripts": [

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks as one script for a machine with CUDA: the GPU tests (fp16 / channels-last /
-# device decode / pinned uploads on the chosen GPU, ONNX Runtime's CUDA provider index; RTMPose
-# and RTMDet on CUDA and TensorRT, and their parity with mmpose / mmdet), then the engines
-# benchmark (ms per crop at batch 1..64 per engine for SimpleBaseline and RTMPose, ms per frame
-# for 1/5/20 persons at three resolutions, detectors including RTMDet-nano, KeypointRCNN), on CPU
-# and CUDA.
+# The GPU checks, as one script for a machine with a CUDA GPU: the GPU tests (fp16 / channels-last
+# / device decode / pinned uploads on the chosen GPU, ONNX Runtime's CUDA provider index; RTMPose
+# and RTMDet on CUDA and TensorRT, and their parity with mmpose / mmdet; where the tensorrt package
+# is installed, the TensorRT engine against ONNX Runtime and its cache), then the engines benchmark
+# (ms per crop at batch 1..64 per engine for SimpleBaseline and RTMPose, ms per frame for 1/5/20
+# persons at three resolutions, detectors including RTMDet-nano, KeypointRCNN), on CPU and CUDA.
 #
 #   bench/gpu_check.sh [OUT_DIR]        # default OUT_DIR: $OUT or ./gpu_check_output
 #
@@ -26,9 +26,13 @@ export POSE_ROS_CACHE="${POSE_ROS_CACHE:-$OUT_DIR/cache}"
   "$PY" -c "import tensorrt; print('tensorrt', tensorrt.__version__)" 2>&1 || echo "tensorrt: not installed"
 } | tee "$OUT_DIR/env.txt"
 
-timeout 300 "$PY" -m pytest -q -p no:cacheprovider -m "not ros" \
-  test/test_engines.py test/test_pipeline.py test/test_rtmpose.py test/test_rtm_parity.py 2>&1 \
-  | tee "$OUT_DIR/tests.txt" | tail -15
+# -rs: a skipped GPU or TensorRT test says why. The trained tiny network the fp16 and TensorRT
+# tests use is trained once per pytest run (about a minute on a CPU, seconds on a GPU).
+timeout 420 "$PY" -m pytest -q -rs -p no:cacheprovider -m "not ros" \
+  test/test_engines.py test/test_pipeline.py test/test_rtmpose.py test/test_rtm_parity.py \
+  test/test_export.py::test_tensorrt_engine_matches_onnxruntime_and_is_reused_from_the_cache \
+  test/test_export.py::test_tensorrt_engine_cache_is_keyed_by_the_onnx_content \
+  2>&1 | tee "$OUT_DIR/tests.txt" | tail -15
 timeout 300 "$PY" -m bench.engines_bench ${BENCH_ARGS:---only crops,frames,detectors,alt} 2>&1 \
   | grep -v -i "random weights" | tee "$OUT_DIR/bench.txt"
 echo "gpu_check: results in $OUT_DIR"

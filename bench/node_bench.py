@@ -34,6 +34,15 @@ import torch
 from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
+from devtools.ros_harness import (
+    NodeProcess,
+    Peer,
+    loopback_large_images_profile,
+    make_header,
+    reliable,
+    running_pose_node,
+    with_stamp,
+)
 from pose_ros.demo_scene import demo_frames
 from pose_ros.drawing import draw_persons
 from pose_ros.factory import estimator_from_names
@@ -42,15 +51,6 @@ from pose_ros.ros.conversions import (
     array_to_image_msg,
     compressed_msg_to_array,
     image_msg_to_array,
-)
-from pose_ros.ros.harness import (
-    NodeProcess,
-    Peer,
-    loopback_large_images_profile,
-    make_header,
-    reliable,
-    running_pose_node,
-    with_stamp,
 )
 from pose_ros.ros.markers import build_marker_array
 from pose_ros.ros.messages import persons_to_msg

@@ -38,10 +38,10 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
+from devtools.ros_harness import Peer, make_header, reliable, running_pose_node
 from pose_ros.demo_scene import demo_frames
 from pose_ros.msg import PersonPoseArray
 from pose_ros.ros.conversions import array_to_image_msg
-from pose_ros.ros.harness import Peer, make_header, reliable, running_pose_node
 
 NAMESPACE = "/pose_soak"
 FRAME_ID = "soak_camera_optical_frame"

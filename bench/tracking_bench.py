@@ -1,4 +1,4 @@
-"""Tracking benchmark (printed figures, issue 8):
+"""Tracking benchmark (printed figures):
 
 1. Pipeline frames/s on a 640x480 sequence with 1 and 5 persons at ``detector.interval`` 1, 5 and
    10, side by side in one process: the real detector (``fasterrcnn_mobilenet_v3_large_fpn``) and

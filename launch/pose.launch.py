@@ -5,13 +5,13 @@
         rviz_frame:=camera_optical_frame
     ros2 launch pose_ros pose.launch.py params_file:=/path/my.yaml device:=cuda namespace:=front
     ros2 launch pose_ros pose.launch.py preset:=cpu image:=/camera/color/image_raw \
-        depth:=/camera/aligned_depth_to_color/image_raw
+        depth:=/camera/aligned_depth_to_color/image_raw use_depth:=true
     ros2 launch pose_ros pose.launch.py managed:=true   # then: ros2 lifecycle set /pose_node ...
     ros2 launch pose_ros pose.launch.py "cameras:=[front, left, right]"   # one node, one batch
 
 Several cameras (``cameras``): the node reads each camera's ``<camera>/image``, ``camera_info`` and
 ``depth``, which this launch file connects to ``/<camera>/image_raw``, ``/<camera>/camera_info``
-and ``/<camera>/depth/image_raw`` (camera drivers launched in a namespace named after the camera),
+and ``/<camera>/<camera_depth>`` (camera drivers launched in a namespace named after the camera),
 and publishes ``/<camera>/poses``... (under ``namespace`` when given).
 
 Outputs (without a namespace): /poses (pose_ros/PersonPoseArray), /poses/markers
@@ -47,15 +47,24 @@ ARGUMENTS = (
     ("camera_info", "/camera_info", "sensor_msgs/CameraInfo topic of the same camera"),
     (
         "depth",
-        "/depth/image_raw",
-        "depth image registered to the camera image (16UC1 mm or 32FC1 m), e.g. "
-        "/camera/aligned_depth_to_color/image_raw of a RealSense",
+        "/aligned_depth_to_color/image_raw",
+        "depth image registered to the camera image (16UC1 mm or 32FC1 m), read with "
+        "use_depth:=true, e.g. /camera/aligned_depth_to_color/image_raw of a RealSense",
     ),
+    (
+        "camera_depth",
+        "aligned_depth_to_color/image_raw",
+        "with cameras: each camera's registered depth topic under /<camera>/: "
+        "aligned_depth_to_color/image_raw (RealSense), depth_registered/image_rect "
+        "(depth_image_proc's register), depth_registered/image_raw (openni2), "
+        "depth_to_rgb/image_raw (Azure Kinect); never the unregistered depth/image_raw",
+    ),
+    ("use_depth", "", "overrides the params file's 'use_depth': true or false"),
     (
         "cameras",
         "",
         "several cameras in one node, e.g. [front, left, right] (or front,left,right): each reads "
-        "/<camera>/image_raw, /<camera>/camera_info, /<camera>/depth/image_raw and publishes "
+        "/<camera>/image_raw, /<camera>/camera_info, /<camera>/<camera_depth> and publishes "
         "<camera>/poses...; the single-camera arguments image, camera_info, depth do not apply",
     ),
     ("params_file", "", "parameters YAML; empty: the installed params file of 'preset'"),
@@ -128,6 +137,8 @@ def _nodes(context: LaunchContext, *args, **kwargs) -> list:
     for name in ("model", "device", "input_type"):
         if value(name):
             overrides[name] = value(name)
+    if value("use_depth").strip():
+        overrides["use_depth"] = _flag(context, "use_depth")
     namespace = value("namespace").strip("/")
     image = value("image")
     problem = camera_names_problem(value("cameras"))
@@ -144,7 +155,8 @@ def _nodes(context: LaunchContext, *args, **kwargs) -> list:
                 ("image", "image_raw"),
                 ("image/compressed", "image_raw/compressed"),
                 ("camera_info", "camera_info"),
-                ("depth", "depth/image_raw"),
+                # The registered stream: pixels of the colour image (depth.md).
+                ("depth", value("camera_depth").strip("/")),
             )
         ]
     else:

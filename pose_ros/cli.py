@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,13 +25,9 @@ from pose_ros.drawing import draw_persons
 from pose_ros.factory import estimator_from_names
 from pose_ros.fileio import atomic_write
 from pose_ros.pipeline import coco_keypoint_results
-from pose_ros.tracking import (
-    DEFAULT_REUSE_SCORE_THRESHOLD,
-    PoseTracker,
-    SmoothingConfig,
-    TrackingConfig,
-    track_frame,
-)
+from pose_ros.smoothing import SmoothingConfig
+from pose_ros.stream import CameraFrame, StreamCore, StreamSettings, settings_from_values
+from pose_ros.tracking import DEFAULT_REUSE_SCORE_THRESHOLD, TrackingConfig
 from pose_ros.types import RANDOM_WEIGHTS_PREFIX
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -112,35 +109,28 @@ def collect_images(source: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.bag is not None:
+        from pose_ros.cli_bag import run_bag
+
+        # A recording is a sequence: tracked unless --no-tracking.
+        settings = stream_settings(args, args.tracking is not False)
+        return run_bag(args, lambda: estimator_from_args(args), settings).exit_code
+    if args.input is None:
+        raise InputError("give an image, a folder of images or a video (or --bag RECORDING)")
     source = Path(args.input)
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
-    output = Path(args.output)
+    output = Path(args.output or "pose_output")
     output.mkdir(parents=True, exist_ok=True)
     is_video = source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
     # Frames of a video are a sequence; a folder is one only when the user says so (--tracking).
     tracking_on = is_video if args.tracking is None else args.tracking
-    tracker = build_tracker(args, tracking_on) if tracking_on else None
-    if args.detector_interval > 1 and tracker is None:
+    if args.detector_interval > 1 and not tracking_on:
         raise ValueError("--detector-interval > 1 needs tracking (a video, or --tracking)")
-    estimator = estimator_from_names(
-        args.model,
-        detector=args.detector,
-        detector_weights=None if args.detector_weights == "none" else args.detector_weights,
-        device=args.device,
-        fp16=args.fp16,
-        allow_random_weights=args.allow_random_weights,
-        # With tracking the detector keeps low boxes too: ByteTrack's second stage uses them.
-        score_threshold=(
-            tracker.tracking.low_score_threshold if tracker is not None else args.score_threshold
-        ),
-        max_persons=args.max_persons,
-        flip_test=args.flip_test,
-        decode=args.decode,
-        engine=args.engine,
-        detector_engine=args.detector_engine,
-        cpu_threads=args.cpu_threads,
-    )
+    settings = stream_settings(args, tracking_on)
+    estimator = estimator_from_args(args)
+    # The node's temporal path: tracks, smoothing, detector interval (the same rules as the node).
+    core = StreamCore(estimator, settings)
     print(f"pose-ros-infer: {estimator.describe()}")
     writer = None
     fps = args.fps
@@ -159,12 +149,17 @@ def run(args: argparse.Namespace) -> int:
     results_path = output / "results.json"
     try:
         for frame in tqdm(frames, total=total or None, unit="frame", disable=total <= 1):
-            if tracker is not None:
-                # Frame times from the frame rate: the tracker's clock (max age, smoothing).
-                stamp = processed / (fps or DEFAULT_SEQUENCE_FPS)
-                persons = track_frame(estimator, tracker, frame.image_bgr, stamp, color_order="BGR")
-            else:
-                persons = estimator(frame.image_bgr, color_order="BGR")
+            # A file has no header stamps: the frame time (from the frame rate) is the clock.
+            frame_time = processed / (fps or DEFAULT_SEQUENCE_FPS)
+            (result,) = core.process(
+                [CameraFrame(frame.image_bgr, "BGR", arrival_sec=frame_time, topic=str(frame.name))]
+            )
+            for event in result.events:
+                if event.kind != "zero_stamp":
+                    log.info("%s", event.message)
+            if result.error is not None:
+                raise result.error
+            persons = result.persons
             annotated = draw_persons(
                 frame.image_bgr,
                 persons,
@@ -185,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 cv2.imwrite(str(output / f"{Path(frame.name).stem}_pose.jpg"), annotated)
             entries = coco_keypoint_results(persons, frame.image_id, decimals=5)
-            if tracker is not None:
+            if tracking_on:
                 for entry, person in zip(entries, persons, strict=True):
                     entry["track_id"] = person.track_id
             results.extend(entries)
@@ -197,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
             writer.release()
         with atomic_write(results_path, "w") as stream:
             json.dump(results, stream)
-    if tracker is not None:
-        stats = tracker.stats
+    if tracking_on and core.cameras:
+        stats = core.camera("").tracker.stats
         print(
             f"pose-ros-infer: tracking: {stats.tracks_started} track(s) started, detector on "
             f"{stats.detector_runs} of {stats.frames} frame(s) (interval {args.detector_interval})"
@@ -212,32 +207,61 @@ def run(args: argparse.Namespace) -> int:
     return 0 if processed else 1
 
 
-def build_tracker(args: argparse.Namespace, enabled: bool = True) -> PoseTracker:
-    """The tracker the options describe (the detector's threshold is the high threshold)."""
-    tracking = TrackingConfig(
-        enabled=enabled,
-        min_hits=args.min_hits,
-        max_age_sec=args.max_age,
-        iou_weight=args.iou_weight,
-        match_threshold=args.match_threshold,
+def estimator_from_args(args: argparse.Namespace) -> Any:
+    """The pose estimator the options describe (the stream core sets its detector's threshold
+    from the stream settings)."""
+    return estimator_from_names(
+        args.model,
+        detector=args.detector,
+        detector_weights=None if args.detector_weights == "none" else args.detector_weights,
+        device=args.device,
+        fp16=args.fp16,
+        allow_random_weights=args.allow_random_weights,
         score_threshold=args.score_threshold,
-        low_score_threshold=min(TrackingConfig.low_score_threshold, args.score_threshold),
+        max_persons=args.max_persons,
+        flip_test=args.flip_test,
+        decode=args.decode,
+        engine=args.engine,
+        detector_engine=args.detector_engine,
+        cpu_threads=args.cpu_threads,
     )
-    smoothing = SmoothingConfig(
-        enabled=args.smoothing, min_cutoff=args.min_cutoff, beta=args.beta, d_cutoff=args.d_cutoff
-    )
-    return PoseTracker(
-        tracking,
-        smoothing,
-        detector_interval=args.detector_interval,
-        reuse_score_threshold=args.reuse_score_threshold,
+
+
+def stream_settings(args: argparse.Namespace, tracking: bool) -> StreamSettings:
+    """The stream settings the options describe, under the node's parameter names (one mapping
+    from names to settings: :func:`pose_ros.stream.settings_from_values`)."""
+    return settings_from_values(
+        {
+            "tracking.enabled": tracking,
+            "tracking.min_hits": args.min_hits,
+            "tracking.max_age_sec": args.max_age,
+            "tracking.iou_weight": args.iou_weight,
+            "tracking.match_threshold": args.match_threshold,
+            "detector.score_threshold": args.score_threshold,
+            "smoothing.enabled": args.smoothing,
+            "smoothing.min_cutoff": args.min_cutoff,
+            "smoothing.beta": args.beta,
+            "smoothing.d_cutoff": args.d_cutoff,
+            "smoothing.position_min_cutoff": args.position_min_cutoff,
+            "smoothing.position_beta": args.position_beta,
+            "detector.interval": args.detector_interval,
+            "detector.reuse_score_threshold": args.reuse_score_threshold,
+            "max_persons": args.max_persons,
+        }
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pose-ros-infer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("input", help="an image, a folder of images or a video file")
-    parser.add_argument("-o", "--output", default="pose_output", help="output folder (created)")
+    parser.add_argument(
+        "input", nargs="?", help="an image, a folder of images or a video file (or --bag)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="output folder (created; default pose_output); with --bag the output recording: "
+        "NAME.mcap (one MCAP file) or a rosbag2 folder (default: <recording>_poses.mcap)",
+    )
     parser.add_argument(
         "--model",
         required=True,
@@ -282,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-persons", type=int, default=20)
     parser.add_argument("--keypoint-threshold", type=float, default=0.3, help="drawing threshold")
     track = parser.add_argument_group(
-        "tracking", "track ids, One-Euro smoothing and detector reuse (README: Tracking)"
+        "tracking", "track ids, One-Euro smoothing and detector reuse (docs/tracking.md)"
     )
     track.add_argument(
         "--tracking",
@@ -303,12 +327,24 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--beta", type=float, default=smooth.beta)
     track.add_argument("--d-cutoff", type=float, default=smooth.d_cutoff, help="Hz")
     track.add_argument(
+        "--position-min-cutoff", type=float, default=smooth.position_min_cutoff, help="Hz (3D)"
+    )
+    track.add_argument(
+        "--position-beta", type=float, default=smooth.position_beta, help="per m/s (3D)"
+    )
+    track.add_argument(
         "--detector-interval",
         type=int,
         default=1,
         help="run the detector every N-th frame; in between reuse the tracks' boxes",
     )
     track.add_argument("--reuse-score-threshold", type=float, default=DEFAULT_REUSE_SCORE_THRESHOLD)
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=7680 * 4320,
+        help="frames with more pixels are refused before decoding (the node's max_image_pixels)",
+    )
     track.add_argument(
         "--fps",
         type=float,
@@ -316,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"frame rate of the sequence (default: the video's, {DEFAULT_SEQUENCE_FPS:g} "
         "for images)",
     )
+    from pose_ros.cli_bag import add_bag_arguments
+
+    add_bag_arguments(parser)
     return parser
 
 

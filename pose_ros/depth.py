@@ -70,7 +70,7 @@ class DepthConfig:
             depth count for the person's keypoints (a body with arms stretched towards the camera
             spans about ±0.75 m).
         slop_sec: the node pairs a colour and a depth image when their header stamps are at most
-            this far apart (message_filters' ApproximateTimeSynchronizer slop; drivers that align
+            this far apart (pose_ros.depth_pairing; drivers that align
             depth to colour give both the same stamp).
     """
 

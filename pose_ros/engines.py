@@ -7,7 +7,7 @@ The pose network runs on one of :data:`POSE_ENGINES`:
   provider on the chosen GPU);
 * ``tensorrt``: an fp16 TensorRT engine built from that ONNX file (CUDA, where installed);
 * ``auto``: the fastest measured engine of the device: ONNX Runtime on the CPU (about 1.6x
-  PyTorch eager for ResNet pose networks on 2 cores, README "Benchmarks"), PyTorch fp16 on CUDA.
+  PyTorch eager for ResNet pose networks on 2 cores, docs/benchmarks.md), PyTorch fp16 on CUDA.
 
 A checkpoint asked to run on ONNX Runtime or TensorRT is exported on first use into the exports
 cache (:func:`exports_cache_dir`, beside the checkpoint cache of
@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,24 +176,35 @@ def cached_onnx_export(
     if path.is_file():
         return path
     logger.info("exporting the pose network to ONNX (first use): %s", path)
-    partial = path.with_name(path.name + ".check")
+    # Exported and checked in a folder of this call's own, then published under the final name
+    # in one atomic step: several processes (two nodes started together on an empty cache) may
+    # export the same model at once, and none may see another's half-written or unchecked file.
     try:
-        export_onnx(model, partial, opset=opset)
-        difference = compare_with_onnxruntime(model, partial)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{path.stem}.", dir=path.parent) as scratch:
+            _export_checked(model, Path(scratch) / path.name, opset)
+            # Every exporter publishes a complete, checked file; the last rename wins.
+            with atomic_write(path) as stream:
+                stream.write((Path(scratch) / path.name).read_bytes())
+    except OSError as error:
+        raise RuntimeBackendError(f"cannot write the ONNX export {path}: {error}") from None
+    return path
+
+
+def _export_checked(model: torch.nn.Module, path: Path, opset: int) -> None:
+    """Export ``model`` to ``path`` and check it against PyTorch with ONNX Runtime."""
+    try:
+        export_onnx(model, path, opset=opset)
+        difference = compare_with_onnxruntime(model, path)
     except RuntimeBackendError:
-        partial.unlink(missing_ok=True)
         raise
     except Exception as error:  # the exporter raises many types; all mean "cannot export"
-        partial.unlink(missing_ok=True)
         raise RuntimeBackendError(f"ONNX export of {model.arch['name']} failed: {error}") from None
     if not difference <= EXPORT_TOLERANCE:
-        partial.unlink(missing_ok=True)
         raise RuntimeBackendError(
             f"the ONNX export of {model.arch['name']} differs from PyTorch by {difference:.2e} "
             f"(> {EXPORT_TOLERANCE}); not used"
         )
-    os.replace(partial, path)
-    return path
 
 
 def resolve_pose_engine(engine: str, device: torch.device) -> str:

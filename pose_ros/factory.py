@@ -13,13 +13,16 @@ from typing import Any
 
 import torch
 
-from pose_ros import engines
+from pose_ros import engines, triton
 from pose_ros.detection import RTMDET_DETECTORS, TORCHVISION_DETECTORS
 from pose_ros.models import build_pose_model, load_pose_model
 from pose_ros.pipeline import PoseEstimator, resolve_device
 from pose_ros.types import RANDOM_WEIGHTS_PREFIX, PoseNetwork
 
-__all__ = ["estimator_from_names"]
+__all__ = ["TRITON_ENGINE", "estimator_from_names"]
+
+#: The pose-network engine that is a Triton Inference Server (:mod:`pose_ros.triton`).
+TRITON_ENGINE = "triton"
 
 
 def estimator_from_names(
@@ -40,6 +43,9 @@ def estimator_from_names(
     cpu_threads: int = 0,
     cache_dir: str | None = None,
     yolo_layout: str = "auto",
+    triton_url: str = triton.DEFAULT_URL,
+    triton_model: str = triton.DEFAULT_MODEL_NAME,
+    triton_timeout_ms: int = triton.DEFAULT_TIMEOUT_MS,
 ) -> PoseEstimator:
     """Build from names: ``model`` is a checkpoint path, a published-weights registry name,
     an exported ``.onnx`` / ``.engine`` file, or ``"random:<architecture>"`` (untrained
@@ -54,6 +60,10 @@ def estimator_from_names(
     cores for the engine of the pose network, and one thread for PyTorch's light share when
     that engine is not PyTorch.
 
+    ``engine`` ``triton``: the pose network is model ``triton_model`` of the Triton server at
+    ``triton_url`` (a repository of ``pose-ros-export --triton-repository``; ``model`` is not
+    loaded then), each request waiting at most ``triton_timeout_ms``; the detector stays local.
+
     Raises:
         pose_ros.models.CheckpointError: missing/corrupt weights (the message says how to get
             them); pose_ros.detection.DetectorError: detector weights;
@@ -63,7 +73,8 @@ def estimator_from_names(
     resolved = resolve_device(device)
     threads = engines.apply_cpu_threads(cpu_threads)
     random_parts = []
-    if model.startswith(RANDOM_WEIGHTS_PREFIX):
+    remote = engine == TRITON_ENGINE
+    if model.startswith(RANDOM_WEIGHTS_PREFIX) and not remote:
         random_parts.append("pose network")
     if detector in TORCHVISION_DETECTORS + RTMDET_DETECTORS and not detector_weights:
         random_parts.append("detector")
@@ -78,8 +89,13 @@ def estimator_from_names(
             f"{'keypoints' if what.startswith('model') else 'boxes'} are meaningless; "
             "pass allow_random_weights=True to use it anyway (tests only)"
         )
-    if engines.is_exported_model(model):
-        network: PoseNetwork = engines.load_exported_network(
+    if remote:
+        # The server checks and serves the network: nothing of it is loaded here.
+        network: PoseNetwork = triton.TritonPoseRunner(
+            triton_url, triton_model, timeout_ms=triton_timeout_ms
+        )
+    elif engines.is_exported_model(model):
+        network = engines.load_exported_network(
             model, engine=engine, device=resolved, threads=threads, cache_dir=cache_dir
         )
     else:

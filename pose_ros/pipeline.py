@@ -23,6 +23,7 @@ from pose_ros.keypoints import COCO_PERSON_CATEGORY_ID, NUM_KEYPOINTS
 from pose_ros.types import (
     MIN_IMAGE_SIDE,
     OUTPUT_HEATMAPS,
+    OUTPUT_KEYPOINTS,
     OUTPUT_SIMCC,
     RANDOM_WEIGHTS_PREFIX,
     FrameBoxes,
@@ -178,6 +179,14 @@ class PoseEstimator:
             raise ValueError(
                 f"the pipeline needs a {NUM_KEYPOINTS}-keypoint model, got {model.num_keypoints}"
             )
+        if getattr(model, "output_kind", OUTPUT_HEATMAPS) == OUTPUT_KEYPOINTS and (
+            flip_test or decode != "quarter"
+        ):
+            # The graph decodes its own heatmaps (quarter rule of the weights, no mirror pass).
+            raise ValueError(
+                "this pose network returns decoded keypoints (its graph decodes the heatmaps "
+                "with the quarter rule): flip_test and decode 'dark' are not available with it"
+            )
         self.device = resolve_device(device)
         self.fp16 = self.device.type == "cuda" if fp16 is None else bool(fp16)
         if self.fp16 and self.device.type != "cuda":
@@ -202,6 +211,12 @@ class PoseEstimator:
         # Page-locked staging buffer of the uint8 frames on CUDA, grown when needed and reused
         # (an upload from pageable memory is a synchronous copy through a driver buffer).
         self._pinned: torch.Tensor | None = None
+
+    @property
+    def inference_problem(self) -> str | None:
+        """Why the pose network does not answer at present (a runner of a remote server that
+        went away reports "inference server unreachable: <url>"), or None."""
+        return getattr(self.model, "problem", None)
 
     @property
     def uses_random_weights(self) -> bool:
@@ -258,10 +273,11 @@ class PoseEstimator:
             if self.random_weight_parts
             else ""
         )
+        precision = getattr(self.model, "precision", "fp16" if self.fp16 else "fp32")  # runners
         return (
             f"{arch} {in_height}x{in_width} {self.model.preprocessing.color_order} "
             f"on {self.engine} {self.device} "
-            f"{'fp16' if self.fp16 else 'fp32'}, flip_test={self.flip_test}, decode={self.decode}, "
+            f"{precision}, flip_test={self.flip_test}, decode={self.decode}, "
             f"detector={detector}{random_note}"
         )
 
@@ -477,6 +493,15 @@ class PoseEstimator:
             coords, scores = simcc.decode_simcc(simcc_x, simcc_y, ratio)
         return coords, scores, tuple(self.model.input_size), network_done
 
+    def _run_keypoint_network(
+        self, batch: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float]:
+        """Networks that decode inside their graph: (N, K, 3) keypoints in input-crop pixels come
+        back, so the coordinates refer to the input size."""
+        keypoints = self.model(batch).float().cpu().numpy()
+        network_done = time.perf_counter()
+        return keypoints[..., :2], keypoints[..., 2], tuple(self.model.input_size), network_done
+
     #: How each kind of network output (``output_kind``) becomes keypoints in the crop: a method
     #: taking the normalised batch and returning (coords, scores, the (h, w) the coords refer to,
     #: the time the network's output was on the host).
@@ -488,7 +513,11 @@ class PoseEstimator:
                 tuple[np.ndarray, np.ndarray, tuple[int, int], float],
             ],
         ]
-    ] = {OUTPUT_HEATMAPS: _run_heatmap_network, OUTPUT_SIMCC: _run_simcc_network}
+    ] = {
+        OUTPUT_HEATMAPS: _run_heatmap_network,
+        OUTPUT_SIMCC: _run_simcc_network,
+        OUTPUT_KEYPOINTS: _run_keypoint_network,
+    }
 
     def _upload(self, images: list[np.ndarray]) -> Iterator[torch.Tensor]:
         """The (H, W, 3) uint8 frames on the device, each uploaded once.

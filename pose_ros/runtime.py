@@ -15,19 +15,22 @@ trained these networks on RGB pixels normalised with mean (123.675, 116.28, 103.
 (see :func:`mmpose_simcc_metadata`).
 
 TensorRT engines are built from the ONNX file (fp16, one optimisation profile for batch
-1..max_batch) and cached beside it; the file name holds the TensorRT version and the GPU name,
-because an engine only runs on the TensorRT version and GPU model it was built for::
+1..max_batch) and cached beside it; the file name holds a hash of the ONNX file's content (a
+re-exported ``model.onnx`` gets a new engine, never the old one), the TensorRT version and the GPU
+name, because an engine only runs on the TensorRT version and GPU model it was built for::
 
     engine = build_tensorrt_engine("model.onnx", max_batch=32)   # or TensorRTPoseRunner.from_onnx
     estimator = PoseEstimator(TensorRTPoseRunner(engine), detector)
 
-``onnxruntime``, ``onnx`` and ``tensorrt`` are optional and imported only when used; a missing
-one is a :class:`RuntimeBackendError` that says what to install.
+``onnxruntime`` and ``onnx`` are requirements (checked when the pipeline is imported, see
+:mod:`pose_ros._requirements`), ``tensorrt`` is optional; all three are imported only when used,
+and a missing one is a :class:`RuntimeBackendError` that says what to install.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -41,14 +44,17 @@ import torch
 
 from pose_ros.fileio import atomic_write
 from pose_ros.models import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from pose_ros.types import OUTPUT_HEATMAPS, OUTPUT_SIMCC
+from pose_ros.types import OUTPUT_HEATMAPS, OUTPUT_KEYPOINTS, OUTPUT_SIMCC
 
 #: ONNX metadata_props keys written by the exporter.
 META_PREPROCESSING = "pose_ros.preprocessing"
 META_ARCH = "pose_ros.arch"
 META_NUM_KEYPOINTS = "pose_ros.num_keypoints"
 META_HEATMAP_SIZE = "pose_ros.heatmap_size"
-#: What the graph returns (``pose_ros.types``: heatmaps or simcc); absent in older exports.
+#: Numeric precision of the exported graph's weights and arithmetic: one of :data:`PRECISIONS`.
+META_PRECISION = "pose_ros.precision"
+PRECISIONS = ("fp32", "fp16", "int8")
+#: What the graph returns (pose_ros.types.OUTPUT_*: heatmaps, simcc or keypoints); absent: heatmaps.
 META_OUTPUT_KIND = "pose_ros.output_kind"
 #: Bins per input pixel of a SimCC network's output.
 META_SIMCC_SPLIT_RATIO = "pose_ros.simcc_split_ratio"
@@ -86,8 +92,12 @@ class _RunnerBase:
             ) from None
         self._heatmap_size = (int(height), int(width))
         self.source = source
+        #: "fp32", "fp16" or "int8": what the graph computes in (logs, status line, diagnostics).
+        self.precision = metadata.get(META_PRECISION, "fp32")
+        #: Heatmaps, SimCC vectors, or keypoints decoded inside the graph (a Triton repository's
+        #: model).
         self.output_kind = metadata.get(META_OUTPUT_KIND, OUTPUT_HEATMAPS)
-        if self.output_kind not in (OUTPUT_HEATMAPS, OUTPUT_SIMCC):
+        if self.output_kind not in (OUTPUT_HEATMAPS, OUTPUT_SIMCC, OUTPUT_KEYPOINTS):
             raise RuntimeBackendError(f"{source}: unknown output kind {self.output_kind!r}")
         if self.output_kind == OUTPUT_SIMCC:
             self.simcc_split_ratio = float(metadata.get(META_SIMCC_SPLIT_RATIO, "2.0"))
@@ -108,14 +118,18 @@ def export_metadata(
     heatmap_size: tuple[int, int],
     output_kind: str = OUTPUT_HEATMAPS,
     simcc_split_ratio: float | None = None,
+    precision: str = "fp32",
 ) -> dict[str, str]:
-    """The ``metadata_props`` an exported pose network carries (all values JSON strings)."""
+    """The ``metadata_props`` an exported pose network carries (all values strings)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     metadata = {
         META_PREPROCESSING: json.dumps(preprocessing.to_dict()),
         META_ARCH: json.dumps(arch),
         META_NUM_KEYPOINTS: str(int(num_keypoints)),
         META_HEATMAP_SIZE: json.dumps([int(v) for v in heatmap_size]),
         META_OUTPUT_KIND: output_kind,
+        META_PRECISION: precision,
     }
     if simcc_split_ratio is not None:
         metadata[META_SIMCC_SPLIT_RATIO] = repr(float(simcc_split_ratio))
@@ -211,20 +225,36 @@ class OnnxPoseRunner(_RunnerBase):
                 mmpose_simcc_metadata(self.session.get_inputs(), self.session.get_outputs())
                 or metadata
             )
+        if META_PRECISION not in metadata:
+            # Exports written before the precision was recorded: an int8 graph is recognised by
+            # its quantization nodes.
+            metadata[META_PRECISION] = onnx_graph_precision(path)
         super().__init__(metadata, path)
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
         names = [output.name for output in self.session.get_outputs()]
         self._outputs = list(SIMCC_OUTPUT_NAMES) if self.output_kind == OUTPUT_SIMCC else names[:1]
         self._output = self._outputs[0]
+        # Graphs with pixel crops in (uint8, normalised inside: a Triton repository's model).
+        self._uint8_input = self.session.get_inputs()[0].type == "tensor(uint8)"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """(N, 3, H, W) normalised crops -> float32 on x's device: (N, K, H/4, W/4) heatmaps, or
-        (simcc_x, simcc_y) for SimCC networks."""
+        """(N, 3, H, W) normalised crops -> float32 on x's device: (N, K, H/4, W/4) heatmaps,
+        (simcc_x, simcc_y) for SimCC networks, or what the graph's ``output_kind`` says."""
+        if self._uint8_input:
+            array = uint8_crops(x)
+            (output,) = self.session.run([self._output], {self._input: array})
+            return torch.from_numpy(output).to(x.device)
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         outputs = self.session.run(self._outputs, {self._input: array})
         tensors = tuple(torch.from_numpy(output).to(x.device) for output in outputs)
         return tensors if self.output_kind == OUTPUT_SIMCC else tensors[0]
+
+
+def uint8_crops(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) crops of 0..255 pixel values (any float dtype and device) as the contiguous
+    uint8 array a graph with pixel input takes: rounded to the nearest value, clipped."""
+    return x.detach().float().round().clamp(0, 255).to("cpu", torch.uint8).contiguous().numpy()
 
 
 def onnx_session(ort: Any, path: Path, providers: list[Any], threads: int | None) -> Any:
@@ -254,6 +284,27 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
+def onnx_graph_precision(path: str | os.PathLike) -> str:
+    """The precision of an ONNX graph: int8 when it holds quantization nodes, else fp32 (for
+    exports that do not record :data:`META_PRECISION`)."""
+    try:
+        import onnx
+    except ImportError:
+        return "fp32"
+    graph = onnx.load(str(path), load_external_data=False).graph
+    quantized = any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in graph.node)
+    return "int8" if quantized else "fp32"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (read in chunks: exports can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def tensorrt_engine_path(
     onnx_path: str | os.PathLike,
     *,
@@ -263,11 +314,23 @@ def tensorrt_engine_path(
     fp16: bool,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Cache file of an engine: ``<onnx stem>.trt<version>.<gpu>.b<max>.<precision>.engine``."""
+    """Cache file of the engine of an ONNX file:
+    ``<onnx stem>-<content hash>.trt<version>.<gpu>.b<max>.<precision>.engine``.
+
+    The hash (16 hex digits of the file's sha256) keys the engine by what the ONNX file holds,
+    not by its name: a model re-exported under the same name gets a new engine.
+
+    Raises:
+        RuntimeBackendError: the ONNX file does not exist.
+    """
     onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise RuntimeBackendError(f"ONNX model {onnx_path} not found")
+    content = file_sha256(onnx_path)[:16]
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower()
     precision = "fp16" if fp16 else "fp32"
-    name = f"{onnx_path.stem}.trt{tensorrt_version}.{gpu}.b{max_batch}.{precision}.engine"
+    build = f"trt{tensorrt_version}.{gpu}.b{max_batch}.{precision}"
+    name = f"{onnx_path.stem}-{content}.{build}.engine"
     return Path(cache_dir or onnx_path.parent) / name
 
 
@@ -348,17 +411,25 @@ def build_tensorrt_engine(
         )
     with atomic_write(engine_path) as stream:
         stream.write(bytes(serialized))
+    onnx_precision = metadata.get(META_PRECISION) or onnx_graph_precision(onnx_path)
     info = {
         **metadata,
+        # An int8 (QDQ) graph stays int8 in TensorRT; otherwise the engine computes as built.
+        META_PRECISION: onnx_precision if onnx_precision == "int8" else precision_name(fp16),
         "tensorrt_version": trt.__version__,
         "gpu_name": torch.cuda.get_device_name(gpu),
         "max_batch": str(max_batch),
         "fp16": str(fp16),
         "onnx": onnx_path.name,
+        "onnx_sha256": file_sha256(onnx_path),
     }
     with atomic_write(sidecar, "w") as stream:
         stream.write(json.dumps(info, indent=1))
     return engine_path
+
+
+def precision_name(fp16: bool) -> str:
+    return "fp16" if fp16 else "fp32"
 
 
 class TensorRTPoseRunner(_RunnerBase):
@@ -386,6 +457,8 @@ class TensorRTPoseRunner(_RunnerBase):
             raise RuntimeBackendError("TensorRT engines run on a CUDA GPU; none is visible")
         info = json.loads(sidecar.read_text())
         super().__init__(info, engine_path)
+        if META_PRECISION not in info:  # engines built before the precision was recorded
+            self.precision = precision_name(info.get("fp16") == "True")
         self.max_batch = int(info.get("max_batch", "1"))
         self.device = _cuda_device(device)
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -691,12 +764,15 @@ def quantize_int8(
         except Exception as error:  # the quantizer raises many types; all mean "cannot"
             raise RuntimeBackendError(f"int8 quantization of {onnx_path} failed: {error}") from None
         graph = onnx.load(str(quantized))
-    # The quantizer keeps the graph, not the file's metadata: carry the export's over.
+    # The quantizer keeps the graph, not the file's metadata: carry the export's over, with the
+    # precision the graph now computes in.
     source = onnx.load(str(onnx_path), load_external_data=False)
+    metadata = {prop.key: prop.value for prop in source.metadata_props}
+    metadata[META_PRECISION] = "int8"
     del graph.metadata_props[:]
-    for prop in source.metadata_props:
+    for key, value in metadata.items():
         entry = graph.metadata_props.add()
-        entry.key, entry.value = prop.key, prop.value
+        entry.key, entry.value = key, value
     with atomic_write(output) as stream:
         stream.write(graph.SerializeToString())
     return output

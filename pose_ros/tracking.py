@@ -11,24 +11,34 @@ Per frame::
     persons = estimator.estimate_batch([FrameBoxes(image, boxes, scores)])[0]
     persons = tracker.end_frame(persons)                      # ids, smoothing, dropping
 
-(:func:`track_frame` does exactly this.) Association is ByteTrack's (Zhang et al., ECCV 2022):
-detections at or above the high threshold are matched first to every track, with a similarity that
-weighs the box IoU against the keypoint OKS of the track's last pose (moved by its velocity); then
-the low-score detections (``low_score_threshold`` up to the high threshold) are matched by IoU alone
-to the tracks left over: an occluded person whose detector score dropped keeps its id, and a
-low-score box never starts a track. Both stages solve the assignment with
-``scipy.optimize.linear_sum_assignment``.
+(:class:`pose_ros.stream.StreamCore` does this, for the frames of several cameras at once.)
+Association is ByteTrack's (Zhang et al., ECCV 2022): detections at or above the high threshold
+are matched first to every track, with a similarity that weighs the box IoU against the keypoint
+OKS of the track's last pose (moved by its velocity); then the low-score detections
+(``low_score_threshold`` up to the high threshold) are matched by IoU alone to the tracks left
+over: an occluded person whose detector score dropped keeps its id, and a low-score box never
+starts a track. Both stages solve the assignment with ``scipy.optimize.linear_sum_assignment``.
 
 Time is the image header stamp, never the wall clock: bag playback at any speed and ``use_sim_time``
-behave the same. A stamp earlier than the previous one (a looping bag) resets the tracks; ids keep
-counting so that an id is never reused within a run.
+behave the same (the stream core, :mod:`pose_ros.stream`, stands in the arrival time for missing
+and repeated stamps). A stamp earlier than the previous one (a looping bag) resets the tracks.
+Ids come from a :class:`TrackIds` counter: every tracker of a process draws from the same one by
+default (:data:`PROCESS_TRACK_IDS`), so an id is never reused within a process, across cameras and
+restarts.
+
+Smoothing never blends two unrelated poses: when a track's new raw pose is far from where its
+smoothed pose was heading (OKS below :data:`JUMP_OKS`: a scene cut, a wrong match, a network that
+jumped to another person), its filters restart from the raw pose. Published keypoints always lie
+inside the image.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,19 +50,20 @@ from pose_ros.keypoints import NUM_KEYPOINTS, OKS_SIGMAS
 from pose_ros.smoothing import OneEuroFilter, SmoothingConfig
 
 if TYPE_CHECKING:
-    from pose_ros.pipeline import PoseEstimator
     from pose_ros.types import Person
 
 __all__ = [
+    "JUMP_OKS",
+    "PROCESS_TRACK_IDS",
     "FramePlan",
     "PoseTracker",
     "SmoothingConfig",
+    "TrackIds",
     "TrackerStats",
     "TrackingConfig",
     "box_iou",
     "keypoint_box",
     "oks",
-    "track_frame",
 ]
 
 #: Default reuse threshold: a person found in a reused box whose score (box score × mean confident
@@ -65,6 +76,30 @@ _VELOCITY_GAIN = 0.5
 _MIN_REUSE_KEYPOINTS = 3
 #: Reused boxes overlapping more than this (IoU) mean the detector runs instead.
 _MAX_REUSE_OVERLAP = 0.2
+#: A track's filters restart when its new raw pose has an OKS below this with the smoothed pose
+#: moved by the track's velocity. OKS 0.5 is the middle of COCO's AP thresholds (0.5..0.95): a pose
+#: below it would not even count as the same detection in COCO's evaluation. For a 200 px tall
+#: person it means keypoints about 20 px off on average, several times the lag the One-Euro
+#: defaults leave at walking speed, so ordinary motion never restarts a filter.
+JUMP_OKS = 0.5
+
+
+class TrackIds:
+    """A thread-safe source of track ids 1, 2, 3...; trackers that share one never give the same
+    id twice."""
+
+    def __init__(self, start: int = 1) -> None:
+        self._counter = itertools.count(start)
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            return next(self._counter)
+
+
+#: The ids of every tracker that is not given its own counter by the stream core: ids are unique
+#: across the cameras of a process and across node restarts (cleanup → configure).
+PROCESS_TRACK_IDS = TrackIds()
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,7 @@ class FramePlan:
         reset_reason: why the tracks were just reset (a stamp that went backwards), for one log
             line; None normally.
         stamp_sec: the frame's header time.
+        image_size: (height, width) of the frame.
     """
 
     detect: bool
@@ -136,6 +172,7 @@ class FramePlan:
     box_scores: np.ndarray
     reset_reason: str | None = None
     stamp_sec: float = 0.0
+    image_size: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -148,6 +185,8 @@ class TrackerStats:
     dropped_reused: int = 0
     resets: int = 0
     tracks_started: int = 0
+    #: Times a track's filters restarted from the raw pose (:data:`JUMP_OKS`).
+    filter_restarts: int = 0
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -237,6 +276,9 @@ class _Track:
     seen_last_frame: bool = True
     has_velocity: bool = False
     filters: dict[str, OneEuroFilter] = field(default_factory=dict)
+    #: The last published (smoothed) keypoints (17, 3) and their time: the jump rule's reference.
+    smoothed: np.ndarray | None = None
+    smoothed_at: float = 0.0
     #: The box of the last detection and its own velocity: between detections the box is carried
     #: by the network's keypoints, which can drift (a poor or untrained network); the detection
     #: that follows is matched against this anchor as well.
@@ -304,6 +346,7 @@ class PoseTracker:
             and the next frame detects.
         keypoint_threshold: keypoints scoring at least this count as confident (OKS, reused boxes,
             smoothing updates); the pipeline's keypoint threshold.
+        ids: where track ids come from; None: a counter of this tracker's own (ids from 1).
     """
 
     def __init__(
@@ -313,6 +356,7 @@ class PoseTracker:
         detector_interval: int = 1,
         reuse_score_threshold: float = DEFAULT_REUSE_SCORE_THRESHOLD,
         keypoint_threshold: float = 0.2,
+        ids: TrackIds | None = None,
     ) -> None:
         self.tracking = TrackingConfig()
         self.smoothing = SmoothingConfig()
@@ -329,7 +373,7 @@ class PoseTracker:
         self.stats = TrackerStats()
         self._tracks: list[_Track] = []
         self._next_key = 0
-        self._next_id = 1
+        self._ids = ids if ids is not None else TrackIds()
         self._last_stamp: float | None = None
         self._plan: FramePlan | None = None
         #: The plan of the latest frame (its ``reset_reason`` is for the caller's log).
@@ -370,8 +414,8 @@ class PoseTracker:
         if smoothing is not None:
             self.smoothing = smoothing
             for track in getattr(self, "_tracks", []):
-                for one_euro in track.filters.values():
-                    one_euro.reconfigure(smoothing)
+                for name, one_euro in track.filters.items():
+                    one_euro.reconfigure(smoothing if name == "xy" else smoothing.for_positions())
         if tracking is not None:
             if not tracking.enabled and getattr(self, "_tracks", None):
                 self._tracks.clear()
@@ -416,7 +460,9 @@ class PoseTracker:
             self._force_detection = True
         self._tracks = alive
         empty = np.zeros((0, 4), np.float32)
-        plan = FramePlan(True, empty, np.zeros(0, np.float32), reset_reason, stamp_sec)
+        plan = FramePlan(
+            True, empty, np.zeros(0, np.float32), reset_reason, stamp_sec, tuple(image_size)
+        )
         reuse = self._reuse_boxes(stamp_sec, image_size) if self._may_reuse() else None
         if reuse is not None:
             plan = dataclasses.replace(plan, detect=False, boxes=reuse[0], box_scores=reuse[1])
@@ -556,10 +602,9 @@ class PoseTracker:
                 )
                 track.observe(state, person.keypoints, person.box_score, stamp, plan.detect)
                 if track.track_id < 0 and track.hits >= self.tracking.min_hits:
-                    track.track_id = self._next_id
-                    self._next_id += 1
+                    track.track_id = self._ids.next()
             matched_tracks.add(track.key)
-            out.append(self._finish_person(track, person, stamp))
+            out.append(self._finish_person(track, person, stamp, plan.image_size))
         lost_confirmed = False
         kept = []
         for track in self._tracks:
@@ -601,8 +646,9 @@ class PoseTracker:
             similarity = np.where(
                 shared, w * iou[:, high] + (1 - w) * pose_similarity, iou[:, high]
             )
-            used = self._assign(similarity, open_tracks, high, pairs)
-            open_tracks = np.setdiff1d(open_tracks, used)
+            unmatched = np.ones(len(self._tracks), bool)
+            unmatched[self._assign(similarity, open_tracks, high, pairs)] = False
+            open_tracks = np.flatnonzero(unmatched)
         if len(low) and len(open_tracks):
             self._assign(iou[np.ix_(open_tracks, low)], open_tracks, low, pairs)
         return pairs
@@ -659,72 +705,75 @@ class PoseTracker:
         self._next_key += 1
         self.stats.tracks_started += 1
         if self.tracking.min_hits <= 1:
-            track.track_id = self._next_id
-            self._next_id += 1
+            track.track_id = self._ids.next()
         self._tracks.append(track)
         return track
 
-    def _finish_person(self, track: _Track, person: Person, stamp: float) -> Person:
-        """The person with its track id and, with smoothing on, smoothed ``x, y`` / positions."""
+    def _finish_person(
+        self, track: _Track, person: Person, stamp: float, image_size: tuple[int, int]
+    ) -> Person:
+        """The person with its track id and, with smoothing on, smoothed ``x, y`` / positions
+        (restarted from the raw pose after a jump), kept inside the image."""
         changes: dict[str, object] = {"track_id": track.track_id}
         if self.smoothing.enabled:
             keypoints = np.array(person.keypoints, dtype=np.float32, copy=True)
+            if self._jumped(track, keypoints, person.box, stamp):
+                track.filters.clear()  # the first sample of a new filter passes unchanged
+                self.stats.filter_restarts += 1
             confident = keypoints[:, 2] >= self.keypoint_threshold
             xy = self._filter(track, "xy", (NUM_KEYPOINTS, 2))(
                 stamp, keypoints[:, :2], confident[:, None]
             )
-            keypoints[:, :2] = xy
+            keypoints[:, :2] = _inside(xy, image_size)
+            track.smoothed, track.smoothed_at = keypoints.copy(), stamp
             changes["keypoints"] = keypoints
-            if person.positions is not None:
-                positions = self._filter(track, "positions", (NUM_KEYPOINTS, 3))(
-                    stamp, person.positions, confident[:, None]
-                )
-                changes["positions"] = positions.astype(np.float32)
-            if person.center is not None:
-                center = self._filter(track, "center", (3,))(stamp, person.center)
-                changes["center"] = center.astype(np.float32)
+            if person.positions is not None or person.center is not None:
+                # Positions and centre share the metre settings: one filter over both, the
+                # centre as an 18th row (a missing value is NaN: it passes through, no update).
+                metres = np.full((NUM_KEYPOINTS + 1, 3), np.nan)
+                if person.positions is not None:
+                    metres[:NUM_KEYPOINTS] = person.positions
+                if person.center is not None:
+                    metres[NUM_KEYPOINTS] = person.center
+                update = np.append(confident, True)[:, None]
+                smoothed = self._filter(track, "metres", metres.shape)(stamp, metres, update)
+                smoothed = smoothed.astype(np.float32)
+                if person.positions is not None:
+                    changes["positions"] = smoothed[:NUM_KEYPOINTS]
+                if person.center is not None:
+                    changes["center"] = smoothed[NUM_KEYPOINTS]
         return dataclasses.replace(person, **changes)
+
+    def _jumped(self, track: _Track, keypoints: np.ndarray, box: np.ndarray, stamp: float) -> bool:
+        """Whether the raw pose is too far (OKS < :data:`JUMP_OKS`) from the last smoothed pose
+        moved by the track's velocity to ``stamp``; False without a smoothed pose or without
+        confident keypoints in common."""
+        if track.smoothed is None or "xy" not in track.filters:
+            return False
+        # The OKS of :func:`oks` for this one pair, over the raw pose's confident keypoints
+        # (written out: this runs for every tracked person of every frame).
+        expected = track.smoothed[:, :2] + track.velocity[:2] * max(stamp - track.smoothed_at, 0.0)
+        confident = keypoints[:, 2] >= self.keypoint_threshold
+        if not confident.any():
+            return False
+        area = max(float(box[2]), 1.0) * max(float(box[3]), 1.0)
+        d2 = ((keypoints[confident, :2] - expected[confident]) ** 2).sum(-1)
+        similarity = np.exp(-d2 / (2.0 * area * _KAPPA2[confident])).mean()
+        return bool(similarity < JUMP_OKS)
 
     def _filter(self, track: _Track, name: str, shape: tuple[int, ...]) -> OneEuroFilter:
         one_euro = track.filters.get(name)
         if one_euro is None:
-            one_euro = track.filters[name] = OneEuroFilter(shape, self.smoothing)
+            # Pixels with the pixel settings, metres (positions and centre) with the metre ones.
+            config = self.smoothing if name == "xy" else self.smoothing.for_positions()
+            one_euro = track.filters[name] = OneEuroFilter(shape, config)
         return one_euro
 
 
-def track_frame(
-    estimator: PoseEstimator,
-    tracker: PoseTracker,
-    image: np.ndarray,
-    stamp_sec: float,
-    *,
-    color_order: str = "RGB",
-    attach: Callable[[list[Person]], list[Person]] | None = None,
-) -> list[Person]:
-    """One frame of one stream: plan, detector or reused boxes, pose network, tracker.
-
-    Args:
-        estimator: the pipeline (its detector's threshold lowered to the tracker's
-            ``low_score_threshold`` when tracking is on, so that the second stage sees low boxes).
-        tracker: this stream's tracker.
-        image: (H, W, 3) uint8 in ``color_order``.
-        stamp_sec: the image's header time.
-        attach: optional step between the network and the tracker (e.g. depth positions).
-
-    Returns:
-        the persons of the frame (``tracker.last_plan`` holds the frame's plan, with its
-        ``reset_reason``).
-    """
-    from pose_ros.types import FrameBoxes
-
-    plan = tracker.begin_frame(stamp_sec, image.shape[:2])
-    if plan.detect:
-        boxes, scores = tracker.select_detections(
-            plan, *estimator.detect(image, color_order=color_order)
-        )
-    else:
-        boxes, scores = plan.boxes, plan.box_scores
-    (persons,) = estimator.estimate_batch([FrameBoxes(image, boxes, scores, color_order)])
-    if attach is not None:
-        persons = attach(persons)
-    return tracker.end_frame(persons)
+def _inside(xy: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """(17, 2) pixels clipped into an image of (height, width) (no clipping for an unknown size):
+    a smoothed keypoint can overshoot the border the raw keypoints were clipped to."""
+    height, width = image_size
+    if height <= 0 or width <= 0:
+        return xy
+    return np.minimum(np.maximum(xy, 0.0), (width - 1, height - 1))

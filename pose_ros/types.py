@@ -29,6 +29,9 @@ OUTPUT_HEATMAPS: Final[str] = "heatmaps"
 #: ``simcc`` a pair (simcc_x (N, K, W * r), simcc_y (N, K, H * r)) of 1-D score vectors per
 #: keypoint, r bins per input pixel (RTMPose; ``pose_ros.simcc``).
 OUTPUT_SIMCC: Final[str] = "simcc"
+#: ``keypoints`` (N, K, 3) ``x, y, score`` already decoded, x and y in pixels of the input crop
+#: (graphs that decode inside, e.g. the models of a Triton repository, :mod:`pose_ros.triton`).
+OUTPUT_KEYPOINTS: Final[str] = "keypoints"
 
 
 class PoseNetwork(Protocol):

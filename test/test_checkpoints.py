@@ -420,6 +420,32 @@ def test_third_party_code_named_in_a_hash_matching_file_is_never_imported_or_cal
     sys.path.remove(str(tmp_path / "stand_ins"))
 
 
+def test_the_restricted_loader_finds_the_weights_only_allow_list_of_this_torch() -> None:
+    """The restricted unpickler rebuilds tensors with torch's own weights_only allow-list, which
+    PyTorch only offers through a private function: on a PyTorch where it moved or changed, this
+    test (and the loader) fail with one sentence naming the PyTorch version and what is missing,
+    not with a KeyError inside a checkpoint load."""
+    from pose_ros.models import unpickling
+
+    allowed = unpickling.torch_weights_only_globals()  # raises TorchAllowListError if changed
+    assert set(unpickling.REQUIRED_TORCH_GLOBALS) <= set(allowed)
+    # The names resolve to the very functions torch.load uses to rebuild tensors.
+    assert allowed["torch._utils._rebuild_tensor_v2"] is torch._utils._rebuild_tensor_v2
+    assert allowed["torch.Size"] is torch.Size
+    # The public accessor holds only the globals added by users: no tensor rebuilding.
+    public = {f"{g.__module__}.{g.__qualname__}" for g in torch.serialization.get_safe_globals()}
+    assert "torch._utils._rebuild_tensor_v2" not in public
+    # What a PyTorch that changed would be told.
+    problem = unpickling.torch_allow_list_problem({"torch.Size": torch.Size}, "9.1.0")
+    assert problem is not None
+    assert problem.startswith("torch 9.1.0: the weights_only allow-list lacks ")
+    assert "torch._utils._rebuild_tensor_v2" in problem and "torch.Size" not in problem
+    assert "needs updating for this PyTorch" in problem
+    problem = unpickling.torch_allow_list_problem([("torch.Size", torch.Size)], "9.1.0")
+    assert problem is not None and "returned list, not a dict" in problem
+    assert unpickling.torch_allow_list_problem(allowed, torch.__version__) is None
+
+
 def test_microsoft_bare_state_dict_loads_key_for_key_as_bgr(tmp_path: Path) -> None:
     state = _published_state(50, "microsoft", counters=False)  # PyTorch 0.4.0: no counters
     path = tmp_path / "pose_resnet_50_384x288.pth.tar"

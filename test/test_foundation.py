@@ -32,7 +32,6 @@ ROSDEP_KEYS = {
     "diagnostic_msgs": "diagnostic_msgs",
     "lifecycle_msgs": "lifecycle_msgs",
     "std_srvs": "std_srvs",
-    "message_filters": "message_filters",
     "launch": "launch",
     "launch_ros": "launch_ros",
     "ament_index_python": "ament_index_python",
@@ -44,11 +43,26 @@ ROSDEP_KEYS = {
     "tqdm": "python3-tqdm",
 }
 # Required, but from pip for ROS users (requirements-ros.txt), never from rosdep: the distribution
-# packages (python3-torch, python3-torchvision) are CPU-only and older than the code needs.
-PIP_REQUIRED = {"torch": "python3-torch", "torchvision": "python3-torchvision"}
+# packages (python3-torch, python3-torchvision) are CPU-only and older than the code needs, and
+# ONNX Runtime has none (the names below are what package.xml must not name).
+PIP_REQUIRED = {
+    "torch": "python3-torch",
+    "torchvision": "python3-torchvision",
+    "onnxruntime": "python3-onnxruntime",
+    "onnx": "python3-onnx",
+}
 # Extras installed with pip (README): allowed only as lazy imports, inside the function that needs
 # them, so the node starts without them.
-PIP_EXTRAS = {"onnxruntime", "onnx", "pycocotools", "tensorrt", "safetensors", "tensorboard"}
+PIP_EXTRAS = {
+    "pycocotools",
+    "tensorrt",
+    "safetensors",
+    "tensorboard",
+    "tritonclient",
+    # recordings (pose-ros-infer --bag): in requirements-ros.txt, but the node never needs them
+    "rosbags",
+    "mcap",
+}
 
 
 def _package_xml_deps() -> dict[str, set[str]]:
@@ -118,9 +132,10 @@ def test_package_xml_declares_every_python_import() -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_pytorch_comes_from_pip_with_one_minimum_version() -> None:
+def test_pytorch_and_onnx_runtime_come_from_pip_with_one_minimum_version() -> None:
     """rosdep must not install python3-torch; requirements-ros.txt, setup.py and the start-up
-    check (pose_ros/_requirements.py) name the same minimum versions."""
+    check (pose_ros/_requirements.py) name the same minimum versions of PyTorch, torchvision,
+    ONNX Runtime and onnx."""
     from pose_ros import _requirements
 
     deps = _package_xml_deps()
@@ -132,24 +147,60 @@ def test_pytorch_comes_from_pip_with_one_minimum_version() -> None:
         (REPO_ROOT / _requirements.REQUIREMENTS_FILE).read_text(),
         re.M,
     )
-    assert dict(pins) == _requirements.MINIMUM_VERSIONS
+    assert {name: pin for name, pin in pins if name in PIP_REQUIRED} == (
+        _requirements.MINIMUM_VERSIONS
+    )
     assert set(PIP_REQUIRED) == set(_requirements.MINIMUM_VERSIONS)
+    assert {"onnxruntime", "onnx"} <= set(_requirements.MINIMUM_VERSIONS)
     setup_py = (REPO_ROOT / "setup.py").read_text()
+    install_requires = re.search(r"install_requires=\[(.*?)\]", setup_py, re.S)
+    assert install_requires, "setup.py has no install_requires"
     for name, minimum in _requirements.MINIMUM_VERSIONS.items():
-        assert f'"{name}>={minimum}"' in setup_py, name
+        assert f'"{name}>={minimum}"' in install_requires.group(1), name
+    # The library block of requirements.txt (what an apt ROS install follows) holds them too.
+    library = (REPO_ROOT / "requirements.txt").read_text().split("# --- ROS 2")[0]
+    for name in _requirements.MINIMUM_VERSIONS:
+        assert re.search(rf"^{name}(==|>=)", library, re.M), f"requirements.txt library: {name}"
     # This environment meets them (the node and the tests run on it) ...
     assert _requirements.version_problems(_requirements.installed_versions()) == []
-    _requirements.check_torch()
+    _requirements.check_requirements()
     # ... and an older or missing PyTorch is refused with what to do.
-    problems = _requirements.version_problems({"torch": "2.4.1+cu121", "torchvision": None})
+    problems = _requirements.version_problems(
+        {"torch": "2.4.1+cu121", "torchvision": None, "onnxruntime": "1.20.0", "onnx": "1.17.0"}
+    )
     assert problems == [
         "torch 2.4.1+cu121 is too old (needs >= 2.5)",
         "torchvision is not installed (needs >= 0.20)",
     ]
     message = _requirements.requirement_message(problems)
     assert "pip install -r requirements-ros.txt" in message
-    assert _requirements.version_problems({"torch": "2.5.0", "torchvision": "0.20.1"}) == []
-    assert _requirements.version_problems({"torch": "2.10.0", "torchvision": "0.25"}) == []
+    installed = {"torch": "2.5.0", "torchvision": "0.20.1", "onnxruntime": "1.17.0", "onnx": "1.16"}
+    assert _requirements.version_problems(installed) == []
+    installed = {"torch": "2.10.0", "torchvision": "0.25", "onnxruntime": "1.22", "onnx": "1.18"}
+    assert _requirements.version_problems(installed) == []
+
+
+def test_a_missing_onnx_runtime_stops_the_start_with_the_pip_command() -> None:
+    """The start-up check, run on this machine's real installed distributions, with ONNX Runtime
+    looked up under a distribution name that is not installed: the message names what is
+    missing and the pip command, as for PyTorch."""
+    from pose_ros import _requirements
+
+    distributions = dict(_requirements.DISTRIBUTIONS)
+    distributions["onnxruntime"] = ("onnxruntime-not-installed-here",)
+    with pytest.raises(ImportError) as error:
+        _requirements.check_requirements(distributions)
+    message = str(error.value)
+    assert message.startswith("onnxruntime is not installed (needs >= 1.17). "), message
+    assert "pip install -r requirements-ros.txt" in message
+    assert "torch" not in message.split(".")[0]  # only what is missing is named
+    # ONNX Runtime's GPU build is another distribution of the same module: it counts.
+    assert "onnxruntime-gpu" in _requirements.DISTRIBUTIONS["onnxruntime"]
+    # An old onnx is named with its version.
+    problems = _requirements.version_problems(
+        {**_requirements.installed_versions(), "onnx": "1.12.0"}
+    )
+    assert problems == ["onnx 1.12.0 is too old (needs >= 1.16)"]
 
 
 def test_package_xml_declares_every_cmake_dependency() -> None:
@@ -527,9 +578,10 @@ def test_code_compiles_on_python_310(tmp_path: Path) -> None:
 
 
 def test_humble_fallbacks_of_the_node_import() -> None:
-    """The node's rclpy fallbacks for Humble, run for real: `rclpy.event_handler` (Iron+) made
-    unimportable, so `rclpy.qos_event` (Humble's name, still a shim in Jazzy) is used; and
-    `qos_policy_name_from_kind` removed, so the node's own fallback is."""
+    """The rclpy fallbacks of the node's subscriptions for Humble, run for real:
+    `rclpy.event_handler` (Iron+) made unimportable, so `rclpy.qos_event` (Humble's name, still a
+    shim in Jazzy) is used; and `qos_policy_name_from_kind` removed, so the node's own fallback
+    is."""
     probe = """
 import importlib, sys, warnings
 import pose_ros.ros.node  # everything it needs, loaded the normal way first
@@ -539,8 +591,8 @@ with warnings.catch_warnings():
 import rclpy.qos
 sys.modules["rclpy.event_handler"] = None  # `from rclpy.event_handler import` fails, as on Humble
 del rclpy.qos.qos_policy_name_from_kind
-del sys.modules["pose_ros.ros.node"]
-node = importlib.import_module("pose_ros.ros.node")  # the module body again, with the fallbacks
+del sys.modules["pose_ros.ros.inputs"]
+node = importlib.import_module("pose_ros.ros.inputs")  # the module body again, with the fallbacks
 assert node.SubscriptionEventCallbacks.__name__ == "SubscriptionEventCallbacks"
 assert node.qos_policy_name_from_kind(1) == "1"
 print("humble fallbacks ok")

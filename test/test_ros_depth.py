@@ -15,7 +15,6 @@ import array
 import itertools
 import re
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -180,71 +179,6 @@ def _uniform_depth_mm(metres: float) -> Image:
     return depth_array_to_msg(np.full((HEIGHT, WIDTH), round(metres * 1000), np.uint16), "16UC1")
 
 
-# --- the pairing itself (a real rclpy node in this process; messages handed to the subscribers'
-# callbacks directly, as the executor would) ---
-
-
-@pytest.fixture()
-def pairing_node():
-    import rclpy
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("pairing_test", context=context)
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
-
-
-def _stamped(stamp_sec: float) -> Image:
-    sec = int(stamp_sec)
-    return Image(header=make_header(sec, FRAME_ID, nanosec=round((stamp_sec - sec) * 1e9)))
-
-
-def test_pairing_delivers_each_colour_frame_once(pairing_node) -> None:
-    from pose_ros.ros.depth_input import ColourDepthPairing
-
-    delivered: list[tuple[float, float | None, str | None]] = []
-
-    def deliver(colour: Image, depth: Image | None, why: str | None, arrived: float) -> None:
-        assert arrived <= time.monotonic()
-        key = colour.header.stamp.sec + colour.header.stamp.nanosec / 1e9
-        depth_key = (
-            None if depth is None else depth.header.stamp.sec + depth.header.stamp.nanosec / 1e9
-        )
-        delivered.append((key, depth_key, why))
-
-    pairing = ColourDepthPairing(
-        pairing_node, Image, "image", 1, "depth", 1, 0.03, deliver, wait_sec=0.2, silent_sec=0.6
-    )
-    colour, depth = pairing.colour_subscriber.callback, pairing.depth_subscriber.callback
-    colour(_stamped(10.0))
-    depth(_stamped(10.01))  # within the slop: a pair
-    depth(_stamped(11.0))
-    colour(_stamped(11.0))  # depth first, then colour: a pair too
-    colour(_stamped(12.0))
-    depth(_stamped(12.5))  # too far: 12.0 cannot pair any more, delivered without depth
-    depth(_stamped(12.0))  # late partner after that: ignored, not a second delivery
-    assert [d[:2] for d in delivered] == [(10.0, 10.01), (11.0, 11.0), (12.0, None)]
-    assert "not synchronised" in delivered[2][2] and "slop" in delivered[2][2]
-    # no partner: the frame waits wait_sec, then goes on without depth
-    colour(_stamped(20.0))
-    assert len(delivered) == 3
-    time.sleep(0.25)
-    pairing._expire()  # what the timer calls
-    assert delivered[3][:2] == (20.0, None) and "within 0.2 s" in delivered[3][2]
-    # the depth stream silent for longer than silent_sec: frames do not wait at all
-    time.sleep(0.4)
-    colour(_stamped(30.0))
-    assert delivered[4][:2] == (30.0, None) and "no depth image on" in delivered[4][2]
-    depth(_stamped(31.0))  # depth is back: frames wait for their partner again
-    colour(_stamped(31.5))
-    assert len(delivered) == 5
-    depth(_stamped(31.5))
-    assert delivered[5][:2] == (31.5, 31.5)
-    pairing.close()
-
-
 # --- before any camera_info ---
 
 
@@ -259,7 +193,7 @@ def test_depth_without_camera_info_gives_no_positions_and_one_warning(
     assert "depth" in warnings[0] and "camera_info" in warnings[0]
 
 
-# --- camera_info that cannot be a camera (issue 11, item 8) ---
+# --- camera_info that cannot be a camera ---
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,22 @@ def test_random_weights_are_an_error_whatever_else_holds() -> None:
     assert "processing at 10.0 Hz" in message
 
 
+def test_a_pose_network_that_does_not_answer_is_an_error() -> None:
+    """engine triton: the estimator's inference_problem while its server does not answer."""
+    problem = "inference server unreachable: grpc://gpu-server:8001"
+    failing = _recent(received=30, failed=30, last_received=99.0)
+    level, message = diagnostics.assess(_health(recent=failing, inference_problem=problem))
+    assert level == diagnostics.ERROR
+    assert message.startswith(problem) and "every frame of the last 5 s failed" in message
+    status = diagnostics.build_status(_health(inference_problem=problem), hardware_id="cpu")
+    assert {kv.key: kv.value for kv in status.values}["inference problem"] == problem
+    # Not active: nothing is expected of the server.
+    level, _ = diagnostics.assess(
+        _health(lifecycle_state="inactive", seconds_without_input=None, inference_problem=problem)
+    )
+    assert level == diagnostics.OK
+
+
 def test_an_inactive_node_is_ok_and_says_its_state() -> None:
     level, message = diagnostics.assess(
         _health(lifecycle_state="inactive", seconds_without_input=None, recent=_recent())
@@ -130,6 +146,41 @@ def test_status_follows_diagnostic_updater_conventions() -> None:
         "mmpose_res50_coco_256x192",
         "false",
     )
+
+
+def test_the_pose_networks_precision_is_in_the_log_the_status_line_and_diagnostics(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """An int8 export says int8 (not the fp32 of the graph it came from) wherever the node
+    describes its model: the start-up log line (PoseEstimator.describe), the status line and the
+    /diagnostics key "precision"; read from the estimator the node holds."""
+    from pose_ros.models import load_pose_model
+    from pose_ros.pipeline import PoseEstimator
+    from pose_ros.ros.stats import format_status, network_precision
+    from pose_ros.runtime import OnnxPoseRunner, export_onnx, quantize_int8
+
+    model = load_pose_model(tiny_checkpoint)
+    fp32 = export_onnx(model, tmp_path / "tiny.onnx")
+    crops = np.random.default_rng(0).normal(size=(8, 3, *model.input_size)).astype(np.float32)
+    int8 = quantize_int8(fp32, tmp_path / "tiny.int8.onnx", crops)
+    estimators = {
+        "fp32": PoseEstimator(OnnxPoseRunner(fp32, device="cpu"), device="cpu"),
+        "int8": PoseEstimator(OnnxPoseRunner(int8, device="cpu"), device="cpu"),
+    }
+    for precision, estimator in estimators.items():
+        assert f" on onnxruntime cpu {precision}, " in estimator.describe()
+        assert network_precision(estimator) == precision
+        stats = NodeStats(now=0.0)
+        stats.frame_received(False, now=0.5)
+        stats.frame_processed(latency_ms=20.0, pipeline_ms=18.0, persons=1, now=0.5)
+        line = format_status(stats.take_window(1.0), precision=network_precision(estimator))
+        assert line is not None and line.startswith(f"pose network {precision} | frames in 1")
+        health = _health(model=str(int8), precision=network_precision(estimator))
+        values = {kv.key: kv.value for kv in diagnostics.build_status(health, "cpu").values}
+        assert values["precision"] == precision
+    # PyTorch eager on the CPU computes in fp32; no estimator yet (unconfigured): n/a.
+    assert network_precision(PoseEstimator(model, device="cpu")) == "fp32"
+    assert network_precision(None) == "n/a"
 
 
 def test_stats_recent_window_slides() -> None:
@@ -232,6 +283,10 @@ def test_node_diagnostics_over_dds(peer: Peer, tiny_checkpoint: Path, tmp_path: 
         assert float(values["latency p50 (ms)"]) > 0
         assert float(values["latency p90 (ms)"]) >= float(values["latency p50 (ms)"])
         assert values["model"] == str(tiny_checkpoint) and values["random weights"] == "false"
+        # The node names its pose network's precision (the CPU's ONNX Runtime export: fp32) in
+        # /diagnostics and at the start of its status line.
+        assert values["precision"] == "fp32", values
+        node.wait_for_log(r"pose network fp32 \| frames in [1-9]", timeout=15)
 
         # The camera stops: WARN again, and the log says the same (it used to go silent).
         log_start = node.log_size()

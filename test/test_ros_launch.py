@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pose_ros.ros import harness, params
+from devtools import ros_harness as harness
+from pose_ros.ros import params
 from pose_ros.ros.markers import (
     KEYPOINTS_NAMESPACE,
     SKELETON_NAMESPACE,
@@ -84,23 +85,6 @@ def test_every_parameter_has_a_description_and_a_valid_default() -> None:
         if spec.int_range:
             (rng,) = descriptor.integer_range
             assert (rng.from_value, rng.to_value) == spec.int_range
-
-
-def test_what_may_change_at_runtime() -> None:
-    for name in ("model", "device", "fp16", "detector.backend", "input_type", "qos.reliability"):
-        assert name not in params.RUNTIME_PARAMETERS, name
-    for name in (
-        "detector.score_threshold",
-        "keypoint_score_threshold",
-        "max_persons",
-        "debug_image.enabled",
-        "markers.plane_distance",
-        "markers.keypoint_threshold",
-        "markers.line_width",
-        "markers.sphere_size",
-        "markers.pixel_scale",
-    ):
-        assert name in params.RUNTIME_PARAMETERS, name
 
 
 @pytest.mark.parametrize(
@@ -296,6 +280,138 @@ def test_launch_arguments_and_params_file_reach_the_node(
     }
 
 
+#: Every parameter the launched node declares: pose_node's own and rclpy's (use_sim_time,
+#: start_type_description_service). Written out, not read from params.py: a parameter added,
+#: removed or renamed must show up here.
+NODE_PARAMETERS = {
+    "allow_random_weights",
+    "batch_wait_sec",
+    "camera.rectified",
+    "cameras",
+    "cpu_threads",
+    "debug_image.enabled",
+    "debug_image.keypoint_threshold",
+    "decode",
+    "depth.allow_rescale",
+    "depth.max_m",
+    "depth.min_m",
+    "depth.patch_radius",
+    "depth.person_band_m",
+    "depth.slop_sec",
+    "detector.backend",
+    "detector.engine",
+    "detector.interval",
+    "detector.reuse_score_threshold",
+    "detector.score_threshold",
+    "detector.weights",
+    "detector.yolo_layout",
+    "device",
+    "engine",
+    "flip_test",
+    "fp16",
+    "input_type",
+    "keypoint_score_threshold",
+    "log_period_sec",
+    "managed",
+    "markers.keypoint_threshold",
+    "markers.line_width",
+    "markers.pixel_scale",
+    "markers.plane_distance",
+    "markers.sphere_size",
+    "max_image_pixels",
+    "max_persons",
+    "model",
+    "no_input_warning_sec",
+    "qos.depth",
+    "qos.reliability",
+    "smoothing.beta",
+    "smoothing.d_cutoff",
+    "smoothing.enabled",
+    "smoothing.min_cutoff",
+    "smoothing.position_beta",
+    "smoothing.position_min_cutoff",
+    "tracking.enabled",
+    "tracking.iou_weight",
+    "tracking.match_threshold",
+    "tracking.max_age_sec",
+    "tracking.min_hits",
+    "triton.model",
+    "triton.timeout_ms",
+    "triton.url",
+    "use_camera_info",
+    "use_depth",
+    # rclpy's own
+    "use_sim_time",
+    "start_type_description_service",
+}
+#: The ones a running node accepts changes of (not read-only): thresholds, drawing, smoothing,
+#: tracking, depth sampling, the detector interval. Model, device, engines (the Triton server
+#: too), topics, QoS, the cameras and their camera model are fixed at start (read-only).
+RUNTIME_CHANGEABLE = {
+    "batch_wait_sec",
+    "debug_image.enabled",
+    "debug_image.keypoint_threshold",
+    "depth.allow_rescale",
+    "depth.max_m",
+    "depth.min_m",
+    "depth.patch_radius",
+    "depth.person_band_m",
+    "detector.interval",
+    "detector.reuse_score_threshold",
+    "detector.score_threshold",
+    "keypoint_score_threshold",
+    "markers.keypoint_threshold",
+    "markers.line_width",
+    "markers.pixel_scale",
+    "markers.plane_distance",
+    "markers.sphere_size",
+    "max_image_pixels",
+    "max_persons",
+    "smoothing.beta",
+    "smoothing.d_cutoff",
+    "smoothing.enabled",
+    "smoothing.min_cutoff",
+    "smoothing.position_beta",
+    "smoothing.position_min_cutoff",
+    "tracking.enabled",
+    "tracking.iou_weight",
+    "tracking.match_threshold",
+    "tracking.max_age_sec",
+    "tracking.min_hits",
+    "use_sim_time",  # rclpy's
+}
+
+
+@needs_ros2
+@pytest.mark.ros
+@pytest.mark.slow
+def test_launched_node_declares_exactly_these_parameters_and_these_change_at_runtime(
+    peer: harness.Peer, launch_a
+) -> None:
+    """Asked of the running node through its parameter services (what `ros2 param list` and
+    `ros2 param describe` use): the names it declares and the read-only flag of each."""
+    from rclpy.parameter_client import AsyncParameterClient
+
+    _wait_for_node(peer, "pose_node", f"/{LAUNCH_NS}", launch_a)
+    client = AsyncParameterClient(peer.node, f"/{LAUNCH_NS}/pose_node")
+    assert client.wait_for_services(timeout_sec=30.0), "no parameter services"
+    listed = client.list_parameters()
+    assert peer.spin_until(listed.done, timeout=30.0), "list_parameters did not answer"
+    names = sorted(listed.result().result.names)
+    assert len(names) == len(set(names))
+    assert set(names) - NODE_PARAMETERS == set(), "declared but not expected"
+    assert NODE_PARAMETERS - set(names) == set(), "expected but not declared"
+    described = client.describe_parameters(names)
+    assert peer.spin_until(described.done, timeout=30.0), "describe_parameters did not answer"
+    descriptors = described.result().descriptors
+    assert [d.name for d in descriptors] == names
+    changeable = {d.name for d in descriptors if not d.read_only}
+    assert changeable - RUNTIME_CHANGEABLE == set(), "changeable at runtime but not expected"
+    assert RUNTIME_CHANGEABLE - changeable == set(), "expected changeable but read-only"
+    # The node's own list of them agrees (the parameter callback refuses the others).
+    assert set(params.RUNTIME_PARAMETERS) == changeable - {"use_sim_time"}
+
+
 @needs_ros2
 @pytest.mark.ros
 @pytest.mark.slow
@@ -440,7 +556,8 @@ def test_cameras_argument_gives_one_node_for_several_cameras(
     test_params_file: Path,
     frame: np.ndarray,
 ) -> None:
-    """cameras:=[front, left]: one node reading /<camera>/image_raw and /<camera>/camera_info,
+    """cameras:=[front, left] use_depth:=true: one node reading /<camera>/image_raw,
+    /<camera>/camera_info and the registered depth /<camera>/aligned_depth_to_color/image_raw,
     publishing <namespace>/<camera>/poses; each camera's frame answered on its own topic."""
     from sensor_msgs.msg import Image
 
@@ -451,6 +568,7 @@ def test_cameras_argument_gives_one_node_for_several_cameras(
     with launched(
         tmp_path / "launch.log",
         "cameras:=[front, left]",
+        "use_depth:=true",
         f"namespace:={namespace}",
         f"params_file:={test_params_file}",
         f"model:={tiny_checkpoint}",
@@ -463,6 +581,8 @@ def test_cameras_argument_gives_one_node_for_several_cameras(
         for camera in ("front", "left"):
             assert subscribed.get(f"/{camera}/image_raw") == ["sensor_msgs/msg/Image"], subscribed
             assert subscribed.get(f"/{camera}/camera_info") == ["sensor_msgs/msg/CameraInfo"]
+            depth = f"/{camera}/aligned_depth_to_color/image_raw"
+            assert subscribed.get(depth) == ["sensor_msgs/msg/Image"], subscribed
         assert not any(topic.endswith("/image") for topic in subscribed), subscribed
         values = _parameters(peer, f"/{namespace}/pose_node", ["cameras"])
         assert values == {"cameras": ["front", "left"]}

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
+from devtools.ros_harness import MANAGED_READY_PATTERN
 from pose_ros.msg import PersonPoseArray
 from pose_ros.ros.conversions import array_to_image_msg
-from pose_ros.ros.harness import MANAGED_READY_PATTERN
 
 sys.path.insert(0, str(Path(__file__).parent / "ros_nodes"))
 from pose_node_harness import Peer, make_header, pose_node, reliable, with_stamp
@@ -78,6 +78,22 @@ def _answered(peer: Peer, publisher, poses: list, rgb: np.ndarray, timeout: floa
     )
 
 
+def _track_ids(peer: Peer, publisher, poses: list, rgb: np.ndarray, frames: int) -> set[int]:
+    """The track ids of the answers to ``frames`` frames (each answered before the next)."""
+    ids: set[int] = set()
+    for _ in range(frames):
+        stamp = next(_stamps)
+        msg = array_to_image_msg(rgb, "rgb8", header=make_header(stamp, "cam"))
+        assert peer.publish_until(
+            lambda m=msg: publisher.publish(m),
+            lambda s=stamp: bool(with_stamp(poses, s)),
+            timeout=30,
+        )
+        (answer,) = with_stamp(poses, stamp)
+        ids.update(person.id for person in answer.persons if person.id >= 0)
+    return ids
+
+
 def _graph(peer: Peer) -> tuple[int, int]:
     """(publishers of the poses topic, subscribers of the image topic), after discovery settles."""
     peer.spin_for(1.5)
@@ -125,6 +141,9 @@ def test_lifecycle_transitions_with_the_ros2_cli(
         assert _state(tmp_path) == "active"
         assert _wait_graph(peer, (1, 1)) == (1, 1)
         assert _answered(peer, publisher, poses, rgb, timeout=30), node.log()[-3000:]
+        # The whole frame is one person (full_image): tracked, an id once confirmed.
+        first_ids = _track_ids(peer, publisher, poses, rgb, 4)
+        assert len(first_ids) == 1, first_ids
 
         # deactivate: unsubscribed, no answers, the model stays loaded.
         assert "Transitioning successful" in _set(tmp_path, "deactivate")
@@ -148,6 +167,9 @@ def test_lifecycle_transitions_with_the_ros2_cli(
         _set(tmp_path, "activate")
         assert node.log().count("pose pipeline:") == 2
         assert _answered(peer, publisher, poses, rgb, timeout=30), node.log()[-3000:]
+        # A new model, new tracks, but never an id of before: ids are unique in the process.
+        second_ids = _track_ids(peer, publisher, poses, rgb, 4)
+        assert len(second_ids) == 1 and min(second_ids) > max(first_ids), (first_ids, second_ids)
 
         # shutdown straight from active.
         assert "Transitioning successful" in _set(tmp_path, "shutdown")

@@ -514,7 +514,7 @@ def test_missing_weights_stop_the_node_with_instructions(tmp_path: Path, tiny_ch
     assert result.returncode == 1, result.stdout
     assert "[FATAL]" in result.stdout
     assert str(missing) in result.stdout and "not found" in result.stdout
-    assert "README" in result.stdout and "published" in result.stdout  # how to get weights
+    assert "docs/engines.md" in result.stdout and "published" in result.stdout  # how to get weights
     assert "Traceback" not in result.stdout, result.stdout
 
     random = run_node_to_exit(
@@ -737,7 +737,7 @@ def test_parameter_changes_wait_for_the_frame_in_progress(tiny_checkpoint: Path,
     ]
     node = PoseNode(context=context, parameter_overrides=overrides)
     try:
-        estimator = node._estimator
+        estimator = node.estimator
         real_estimate_batch = estimator.estimate_batch
         inside = threading.Event()
         seen: list[tuple[tuple[float, int], tuple[float, int]]] = []
@@ -755,7 +755,7 @@ def test_parameter_changes_wait_for_the_frame_in_progress(tiny_checkpoint: Path,
 
         estimator.estimate_batch = instrumented
         # What the subscription does:
-        node._on_image(node._streams[0], _frame("rgb8", picture, next(_stamps)))
+        node._inputs._on_image(node.streams[0], _frame("rgb8", picture, next(_stamps)))
         assert inside.wait(30), "the worker never reached the estimator"
         node.set_parameters(
             [Parameter("keypoint_score_threshold", value=0.7), Parameter("max_persons", value=3)]

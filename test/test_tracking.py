@@ -146,22 +146,53 @@ def test_tracking_disabled_gives_minus_one_and_raw_keypoints() -> None:
         assert out[0].track_id == -1 and out[0].keypoints is raw.keypoints
 
 
-def test_smoothing_changes_xy_only_and_keeps_scores() -> None:
+def test_smoothing_removes_jitter_and_stays_on_the_pose_keeping_scores() -> None:
+    """A still person whose keypoints jitter (3 px noise per axis, 10 Hz): the smoothed
+    keypoints move far less from frame to frame than the raw ones and lie closer to the true
+    pose; scores, keypoints below the threshold and positions pass unchanged."""
     tracker = PoseTracker(TrackingConfig(min_hits=1), SmoothingConfig(beta=0.0))
     rng = np.random.default_rng(0)
-    for f in range(10):
-        noisy = person((100, 100, 80, 200))
-        keypoints = noisy.keypoints.copy()
-        keypoints[:, :2] += rng.normal(0, 3, (17, 2))
+    clean = person((100, 100, 80, 200)).keypoints[:, :2].copy()
+    raw_xy, smooth_xy = [], []
+    for f in range(40):
+        keypoints = person((100, 100, 80, 200)).keypoints.copy()
+        keypoints[:, :2] = clean + rng.normal(0, 3, (17, 2))
         keypoints[:, 2] = rng.uniform(0.3, 1.0, 17)
         keypoints[3, 2] = 0.05  # below the keypoint threshold: never drags the filter
-        noisy = Person(noisy.box, 0.9, 0.8, keypoints, positions=np.full((17, 3), np.nan))
+        noisy = Person(
+            np.array((100, 100, 80, 200), np.float32),
+            0.9,
+            0.8,
+            keypoints,
+            positions=np.full((17, 3), np.nan),
+        )
         out = step(tracker, f / 10, [noisy])[0]
         np.testing.assert_array_equal(out.keypoints[:, 2], keypoints[:, 2])
         np.testing.assert_array_equal(out.keypoints[3], keypoints[3])
         assert np.isnan(out.positions).all()
-        if f > 0:
-            assert not np.allclose(out.keypoints[:, :2], keypoints[:, :2])
+        raw_xy.append(np.delete(keypoints[:, :2], 3, axis=0))
+        smooth_xy.append(np.delete(out.keypoints[:, :2], 3, axis=0))
+    raw, smooth, truth = np.array(raw_xy), np.array(smooth_xy), np.delete(clean, 3, axis=0)
+    np.testing.assert_array_equal(smooth[0], raw[0])  # the first sample passes unchanged
+
+    def jitter(xy: np.ndarray) -> float:  # mean frame-to-frame movement, pixels
+        return float(np.linalg.norm(np.diff(xy, axis=0), axis=-1).mean())
+
+    def error(xy: np.ndarray) -> float:  # RMS distance to the true pose, pixels
+        return float(np.sqrt((np.linalg.norm(xy - truth, axis=-1) ** 2).mean()))
+
+    settled = slice(5, None)  # after the first frames (the filter starts at the first sample)
+    print(
+        f"jitter raw {jitter(raw):.2f} px, smoothed {jitter(smooth):.2f} px; error raw "
+        f"{error(raw[settled]):.2f} px, smoothed {error(smooth[settled]):.2f} px"
+    )
+    # One-Euro at rest is an exponential average with alpha = 1 / (1 + 1 / (2 pi 1 Hz 0.1 s))
+    # = 0.386: the frame-to-frame movement falls to about 0.3 of the raw one and the noise to
+    # about 0.5; the bounds leave room for the 40-frame sample.
+    assert jitter(smooth) < 0.45 * jitter(raw)
+    assert error(smooth[settled]) < 0.6 * error(raw[settled])
+    bias = np.abs((smooth[settled] - truth).mean(axis=(0, 1)))  # no offset on either axis
+    assert bias.max() < 0.5, bias
 
 
 def test_detection_reuse_runs_the_detector_one_frame_in_n() -> None:

@@ -37,7 +37,15 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-__all__ = ["RefusedGlobal", "UnresolvedObject", "load_trusted"]
+__all__ = [
+    "REQUIRED_TORCH_GLOBALS",
+    "RefusedGlobal",
+    "TorchAllowListError",
+    "UnresolvedObject",
+    "load_trusted",
+    "torch_allow_list_problem",
+    "torch_weights_only_globals",
+]
 
 
 class RefusedGlobal(pickle.UnpicklingError):
@@ -101,8 +109,69 @@ def _numpy_globals() -> dict[str, Any]:
     return allowed
 
 
+#: What this loader needs from torch's weights_only allow-list: the functions that rebuild tensors,
+#: parameters and storages from a ``torch.save`` file, and the containers of a state_dict.
+REQUIRED_TORCH_GLOBALS: tuple[str, ...] = (
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter",
+    "torch.FloatStorage",
+    "torch.Size",
+    "torch.float32",
+    "collections.OrderedDict",
+)
+
+
+class TorchAllowListError(RuntimeError):
+    """This PyTorch does not offer the weights_only allow-list in the form this loader reads."""
+
+
+def torch_allow_list_problem(allowed: object, torch_version: str) -> str | None:
+    """Why ``allowed`` (what torch's allow-list accessor returned) cannot serve this loader, in
+    one sentence naming the torch version; None when it holds every
+    :data:`REQUIRED_TORCH_GLOBALS` entry."""
+    if not isinstance(allowed, dict):
+        return (
+            f"torch {torch_version}: torch._weights_only_unpickler._get_allowed_globals() returned "
+            f"{type(allowed).__name__}, not a dict of names; pose_ros's restricted checkpoint "
+            "loader needs updating for this PyTorch (or use a PyTorch between 2.5 and 2.14)"
+        )
+    missing = [name for name in REQUIRED_TORCH_GLOBALS if name not in allowed]
+    if missing:
+        return (
+            f"torch {torch_version}: the weights_only allow-list lacks {', '.join(missing)}; "
+            "pose_ros's restricted checkpoint loader needs updating for this PyTorch (or use a "
+            "PyTorch between 2.5 and 2.14)"
+        )
+    return None
+
+
+def torch_weights_only_globals() -> dict[str, Any]:
+    """torch's own allow-list of its weights_only unpickler (tensor and storage rebuilding).
+
+    PyTorch has no public accessor for it: ``torch.serialization.get_safe_globals()`` returns
+    only the globals added with ``add_safe_globals`` (plus builtin exception types), not the
+    tensor-rebuilding functions. So it is read from the private
+    ``torch._weights_only_unpickler._get_allowed_globals()`` (PyTorch 2.5 to 2.14 at least), and
+    checked: a PyTorch where it moved or changed raises :class:`TorchAllowListError` saying so,
+    rather than a KeyError deep inside a checkpoint load.
+    """
+    module = getattr(torch, "_weights_only_unpickler", None)
+    accessor = getattr(module, "_get_allowed_globals", None)
+    if accessor is None:
+        raise TorchAllowListError(
+            f"torch {torch.__version__} has no torch._weights_only_unpickler."
+            "_get_allowed_globals(); pose_ros's restricted checkpoint loader needs updating for "
+            "this PyTorch (or use a PyTorch between 2.5 and 2.14)"
+        )
+    allowed = accessor()
+    problem = torch_allow_list_problem(allowed, torch.__version__)
+    if problem is not None:
+        raise TorchAllowListError(problem)
+    return dict(allowed)
+
+
 def _allowed_globals() -> dict[str, Any]:
-    allowed = dict(torch._weights_only_unpickler._get_allowed_globals())
+    allowed = torch_weights_only_globals()
     allowed.update(_numpy_globals())
     # Data types only: constructing one runs no code chosen by the file.
     for cls in (list, dict, tuple, set, frozenset, int, float, complex, str, bytes, bytearray):
@@ -189,6 +258,7 @@ def load_trusted(data: bytes, map_location: str | torch.device = "cpu") -> Any:
 
     Raises:
         RefusedGlobal: the pickle names a code-running callable (nothing was called).
+        TorchAllowListError: this PyTorch's weights_only allow-list is not where or what it was.
         Exception: whatever torch raises for a corrupt file.
     """
     return torch.load(

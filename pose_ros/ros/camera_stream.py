@@ -1,5 +1,5 @@
-"""The state of one camera inside ``pose_node``: its topics, publishers, subscriptions, calibration,
-tracker and counters.
+"""The ROS side of one camera inside ``pose_node``: its topics, publishers, subscriptions,
+calibration and counters (its temporal state lives in the stream core, pose_ros.stream).
 
 A node serves one camera (``cameras`` unset: the topics ``image``, ``camera_info``, ``depth``,
 ``poses``... as before) or several (``cameras:=[front, left, right]``: ``front/image``,
@@ -17,7 +17,6 @@ from pose_ros.ros.stats import NodeStats, Totals
 
 if TYPE_CHECKING:  # kept light: the launch file reads camera_names from here
     from pose_ros.camera import PinholeCamera
-    from pose_ros.tracking import PoseTracker
 
 #: A camera name: ROS name tokens joined by '/' (a relative namespace, e.g. "front", "arm/left").
 CAMERA_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -74,22 +73,20 @@ class CameraStream:
     input_topic: str = ""
     depth_topic: str = ""
     # What configure builds.
-    tracker: PoseTracker | None = None
     poses_pub: Any = None
     markers_pub: Any = None
     image_pub: Any = None
     # What activate builds.
     image_sub: Any = None
+    depth_sub: Any = None
     camera_info_sub: Any = None
+    #: colour frames paired with depth images (pose_ros.depth_pairing.DepthPairing), use_depth
     depth_pairing: Any = None
     # Latest usable calibration from camera_info (None: none yet, or refused).
     camera: PinholeCamera | None = None
     frames_without_depth: int = 0
     #: monotonic time of the last "no frame" warning (None: none since frames last arrived)
     no_input_logged_at: float | None = None
-    #: the logger of this camera's "without depth" warnings: rclpy throttles per logger and call
-    #: site, so one camera's flood cannot hide another camera's first report
-    depth_logger: Any = None
 
     def topic(self, relative: str) -> str:
         """The relative topic name of this camera: ``image`` or ``front/image``."""

@@ -25,14 +25,19 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header
 
 from pose_ros.camera import PinholeCamera
+
+if TYPE_CHECKING:
+    # Only the functions that build messages import these (at their call): reading frames works on
+    # any object with the messages' fields, so recordings decode without a ROS install
+    # (pose_ros.recording reads them with rosbags).
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    from std_msgs.msg import Header
 
 
 class ImageConversionError(ValueError):
@@ -138,37 +143,21 @@ def image_msg_to_array(msg: Image, *, max_pixels: int) -> ConvertedImage:
         ImageConversionError: empty image, unknown encoding, too large, step too small, data
             shorter than height × step.
     """
-    height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), msg.encoding
-    if height == 0 or width == 0:
-        raise ImageConversionError(
-            "empty", f"empty image ({width}x{height}, encoding {encoding!r})"
-        )
+    encoding = msg.encoding
     layout = _LAYOUTS.get(encoding)
-    if layout is None:
-        raise ImageConversionError(
-            "encoding",
-            f"unsupported encoding {encoding!r} ({width}x{height}); supported: "
-            + ", ".join(SUPPORTED_ENCODINGS),
-        )
-    _check_pixel_count(width, height, max_pixels)
-    if layout.kind == "yuv" and width % 2:
-        raise ImageConversionError(
-            "step", f"{encoding} needs an even width (2 pixels share chroma), got {width}"
-        )
-    row_bytes = width * layout.bytes_per_pixel
-    if step < row_bytes:
-        raise ImageConversionError(
-            "step",
-            f"step {step} is smaller than a row of {width} {encoding} pixels "
-            f"({width} x {layout.bytes_per_pixel} = {row_bytes} bytes)",
-        )
+    height, width, step = _check_image_header(
+        msg,
+        noun="image",
+        bytes_per_pixel=None if layout is None else layout.bytes_per_pixel,
+        unsupported=""
+        if layout is not None
+        else f"unsupported encoding {encoding!r} ({msg.width}x{msg.height}); supported: "
+        + ", ".join(SUPPORTED_ENCODINGS),
+        max_pixels=max_pixels,
+        even_width=layout is not None and layout.kind == "yuv",
+    )
+    # From here on the encoding is known: _check_image_header refused it otherwise.
     data = msg.data
-    if len(data) < height * step:
-        raise ImageConversionError(
-            "data_size",
-            f"data has {len(data)} bytes, fewer than height x step = {height} x {step} = "
-            f"{height * step} ({encoding}, {width}x{height})",
-        )
 
     dtype = np.dtype(np.uint8)
     if layout.bytes_per_channel == 2:
@@ -315,6 +304,52 @@ def _jpeg_size(view: memoryview) -> tuple[int, int] | None:
     return None
 
 
+def _check_image_header(
+    msg: Image,
+    *,
+    noun: str,
+    bytes_per_pixel: int | None,
+    unsupported: str,
+    max_pixels: int,
+    even_width: bool = False,
+) -> tuple[int, int, int]:
+    """(height, width, step) of a colour or depth image whose header describes data that is
+    really there; checked in this order, before anything is allocated: not empty, a known
+    encoding (``bytes_per_pixel`` None: refused with the message ``unsupported``), at most
+    ``max_pixels``, an even width where 2 pixels share chroma, rows of at least ``step`` bytes,
+    data of at least height x step bytes. ``noun`` ("image", "depth image") starts the messages.
+
+    Raises:
+        ImageConversionError: of kind empty, encoding, too_large, step or data_size.
+    """
+    height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), msg.encoding
+    if height == 0 or width == 0:
+        raise ImageConversionError(
+            "empty", f"empty {noun} ({width}x{height}, encoding {encoding!r})"
+        )
+    if bytes_per_pixel is None:
+        raise ImageConversionError("encoding", unsupported)
+    _check_pixel_count(width, height, max_pixels)
+    if even_width and width % 2:
+        raise ImageConversionError(
+            "step", f"{encoding} needs an even width (2 pixels share chroma), got {width}"
+        )
+    row_bytes = width * bytes_per_pixel
+    if step < row_bytes:
+        raise ImageConversionError(
+            "step",
+            f"{noun} step {step} is smaller than a row of {width} {encoding} pixels "
+            f"({width} x {bytes_per_pixel} = {row_bytes} bytes)",
+        )
+    if len(msg.data) < height * step:
+        raise ImageConversionError(
+            "data_size",
+            f"{noun} data has {len(msg.data)} bytes, fewer than height x step = {height} x "
+            f"{step} = {height * step} ({encoding}, {width}x{height})",
+        )
+    return height, width, step
+
+
 def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageConversionError(
@@ -366,6 +401,8 @@ def array_to_image_msg(
         padded = np.zeros((height, step), np.uint8)
         padded[:, :row_bytes] = rows
         rows = padded
+    from sensor_msgs.msg import Image
+
     msg = Image()
     if header is not None:
         msg.header = header
@@ -402,34 +439,19 @@ def depth_msg_to_array(msg: Image, *, max_pixels: int) -> np.ndarray:
         ImageConversionError: empty image, not a depth encoding, too large, step too small, data
             shorter than height x step.
     """
-    height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), msg.encoding
-    if height == 0 or width == 0:
-        raise ImageConversionError(
-            "empty", f"empty depth image ({width}x{height}, encoding {encoding!r})"
-        )
+    encoding = msg.encoding
     spec = DEPTH_ENCODINGS.get(encoding)
-    if spec is None:
-        raise ImageConversionError(
-            "encoding",
-            f"depth image has encoding {encoding!r}, which is not a depth encoding: expected "
-            "16UC1 or mono16 (millimetres) or 32FC1 (metres)",
-        )
-    _check_pixel_count(width, height, max_pixels)
-    code, scale = spec
-    dtype = np.dtype((">" if msg.is_bigendian else "<") + code)
-    row_bytes = width * dtype.itemsize
-    if step < row_bytes:
-        raise ImageConversionError(
-            "step",
-            f"depth image step {step} is smaller than a row of {width} {encoding} pixels "
-            f"({width} x {dtype.itemsize} = {row_bytes} bytes)",
-        )
-    if len(msg.data) < height * step:
-        raise ImageConversionError(
-            "data_size",
-            f"depth image data has {len(msg.data)} bytes, fewer than height x step = {height} x "
-            f"{step} = {height * step} ({encoding}, {width}x{height})",
-        )
+    dtype = None if spec is None else np.dtype((">" if msg.is_bigendian else "<") + spec[0])
+    height, width, step = _check_image_header(
+        msg,
+        noun="depth image",
+        bytes_per_pixel=None if dtype is None else dtype.itemsize,
+        unsupported=f"depth image has encoding {encoding!r}, which is not a depth encoding: "
+        "expected 16UC1 or mono16 (millimetres) or 32FC1 (metres)",
+        max_pixels=max_pixels,
+    )
+    # From here on the encoding is a depth encoding: _check_image_header refused it otherwise.
+    scale = DEPTH_ENCODINGS[encoding][1]
     stored = np.ndarray(
         (height, width), dtype=dtype, buffer=_buffer(msg.data), strides=(step, dtype.itemsize)
     )
@@ -473,6 +495,8 @@ def depth_array_to_msg(
         raise ValueError(f"step {step} is smaller than a row ({row_bytes} bytes)")
     rows = np.zeros((height, step), np.uint8)
     rows[:, :row_bytes] = np.ascontiguousarray(depth, dtype=dtype).view(np.uint8)
+    from sensor_msgs.msg import Image
+
     msg = Image()
     if header is not None:
         msg.header = header
@@ -482,11 +506,22 @@ def depth_array_to_msg(
     return msg
 
 
-def camera_from_info(msg: CameraInfo) -> PinholeCamera:
-    """The intrinsics of a CameraInfo (K for an image of msg.width x msg.height).
+def camera_from_info(msg: CameraInfo, *, rectified: bool = False) -> PinholeCamera:
+    """The camera model of a CameraInfo (K, D, R, P for an image of msg.width x msg.height), as
+    image_geometry reads it; ``rectified``: the images it describes are rectified already.
 
     Raises:
         pose_ros.camera.CameraModelError: K all zero (``uncalibrated``), non-finite, or outside a
-            physically sane range; the message says which value and why.
+            physically sane range; an unsupported distortion model for a raw image; the message
+            says which value and why.
     """
-    return PinholeCamera.from_k(msg.k, int(msg.width), int(msg.height))
+    return PinholeCamera.from_camera_info(
+        msg.k,
+        int(msg.width),
+        int(msg.height),
+        distortion_model=str(msg.distortion_model),
+        d=list(msg.d),
+        r=list(msg.r),
+        p=list(msg.p),
+        rectified=rectified,
+    )

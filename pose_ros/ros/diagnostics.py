@@ -9,8 +9,10 @@ and /diagnostics say the same thing: the node logs :func:`no_input_message` and 
 
 Levels, worst first (the message joins every condition that holds):
 
-* ERROR: the pose model has random weights (its keypoints are meaningless); every frame of the
-  recent window failed (bad frames or inference errors, none answered).
+* ERROR: the pose model has random weights (its keypoints are meaningless); the pose network
+  does not answer (``engine: triton``: "inference server unreachable: <url>", until a request is
+  answered again); every frame of the recent window failed (bad frames or inference errors, none
+  answered).
 * WARN: no frame for ``no_input_warning_sec`` while active, before the first frame (no publisher,
   or publishers whose frames do not arrive) or after frames stopped (the camera went away).
 * OK: processing, or not active (lifecycle state unconfigured / inactive / finalized: nothing is
@@ -74,6 +76,14 @@ class InputHealth:
     cameras: int = 1
     #: pose-network calls of the node since configure, all cameras together (None: no model)
     network_calls: int | None = None
+    #: what the pose network computes in: fp32, fp16 or int8 (stats.network_precision)
+    precision: str = "n/a"
+    #: frames whose header stamp was 0 / repeated the previous one: their arrival time stood in
+    zero_stamps: int = 0
+    repeated_stamps: int = 0
+    #: why the pose network does not answer at present (the estimator's ``inference_problem``,
+    #: e.g. "inference server unreachable: grpc://gpu-server:8001"), None while it answers
+    inference_problem: str | None = None
 
 
 def no_input_message(health: InputHealth, seconds: float | None = None) -> str | None:
@@ -109,6 +119,8 @@ def assess(health: InputHealth) -> tuple[int, str]:
     if health.random_weights:
         conditions.append((ERROR, "RANDOM WEIGHTS: the keypoints are meaningless"))
     recent = health.recent
+    if health.lifecycle_state == "active" and health.inference_problem:
+        conditions.append((ERROR, health.inference_problem))
     if health.lifecycle_state == "active" and recent.all_failed:
         conditions.append(
             (
@@ -159,6 +171,7 @@ def build_status(health: InputHealth, hardware_id: str) -> DiagnosticStatus:
         "seconds without input": _number(health.seconds_without_input),
         "publishers": str(health.publishers),
         "model": health.model,
+        "precision": health.precision,
         "device": health.device,
         "detector": health.detector,
         "random weights": str(health.random_weights).lower(),
@@ -167,6 +180,10 @@ def build_status(health: InputHealth, hardware_id: str) -> DiagnosticStatus:
         "pose network calls (node)": "n/a"
         if health.network_calls is None
         else str(health.network_calls),
+        # Answered with the arrival time standing in for the stamp (never dropped).
+        "frames with stamp 0": str(health.zero_stamps),
+        "frames with a repeated stamp": str(health.repeated_stamps),
+        "inference problem": health.inference_problem or "none",
     }
     if health.camera:
         values = {"camera": health.camera, **values}

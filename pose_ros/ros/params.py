@@ -22,7 +22,13 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from pose_ros.depth import DepthConfig
 from pose_ros.ros.camera_stream import camera_names_problem
-from pose_ros.tracking import DEFAULT_REUSE_SCORE_THRESHOLD, SmoothingConfig, TrackingConfig
+from pose_ros.smoothing import SmoothingConfig
+from pose_ros.stream import StreamSettings, settings_from_values
+from pose_ros.tracking import DEFAULT_REUSE_SCORE_THRESHOLD, TrackingConfig
+from pose_ros.triton_endpoint import DEFAULT_MODEL_NAME as DEFAULT_TRITON_MODEL
+from pose_ros.triton_endpoint import DEFAULT_TIMEOUT_MS as DEFAULT_TRITON_TIMEOUT_MS
+from pose_ros.triton_endpoint import DEFAULT_URL as DEFAULT_TRITON_URL
+from pose_ros.triton_endpoint import parse_triton_url
 
 ParamValue = bool | int | float | str
 
@@ -122,6 +128,14 @@ def _check_device(value: Any) -> str | None:
     return f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}"
 
 
+def _check_triton_url(value: Any) -> str | None:
+    try:
+        parse_triton_url(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def _check_fp16(value: Any) -> str | None:
     if value == "auto" or isinstance(value, bool):
         return None
@@ -207,9 +221,36 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "auto",
         "What runs the pose network: 'auto' (ONNX Runtime on the CPU, PyTorch fp16 on CUDA), "
         "'torch', 'onnxruntime' or 'tensorrt' (checkpoints are exported on first use into the "
-        "pose_ros cache; 'model' may also name an .onnx or .engine file).",
+        "pose_ros cache; 'model' may also name an .onnx or .engine file), or 'triton': model "
+        "triton.model of the Triton Inference Server at triton.url ('model' is not loaded).",
         read_only=True,
-        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+        choices=("auto", "torch", "onnxruntime", "tensorrt", "triton"),
+    ),
+    # --- engine 'triton': the pose network on a shared Triton Inference Server (docs/triton.md) ---
+    ParamSpec(
+        "triton.url",
+        DEFAULT_TRITON_URL,
+        "engine 'triton': the server, grpc://host:port (gRPC, default port 8001), "
+        "http://host:port (HTTP, 8000) or host:port (gRPC). The node starts only when the "
+        "server is live and serves triton.model with the inputs and outputs it expects.",
+        read_only=True,
+        check_value=_check_triton_url,
+    ),
+    ParamSpec(
+        "triton.model",
+        DEFAULT_TRITON_MODEL,
+        "engine 'triton': the pose network's name in the server's model repository "
+        "(pose-ros-export --triton-repository names it 'pose' by default).",
+        read_only=True,
+        check_value=_non_empty("triton.model"),
+    ),
+    ParamSpec(
+        "triton.timeout_ms",
+        DEFAULT_TRITON_TIMEOUT_MS,
+        "engine 'triton': longest wait for an answer (milliseconds); a frame without one counts "
+        "as failed, and the next frame tries again.",
+        read_only=True,
+        int_range=(1, 600_000),
     ),
     ParamSpec(
         "cpu_threads",
@@ -285,8 +326,17 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "use_camera_info",
         True,
-        "Subscribe to 'camera_info' (beside the image) and place RViz markers through its K "
-        "matrix; without it markers use markers.pixel_scale.",
+        "Subscribe to 'camera_info' (beside the image) and place RViz markers and 3D keypoints "
+        "through its calibration (K, D, R, P as image_geometry reads them); without it markers "
+        "use markers.pixel_scale.",
+        read_only=True,
+    ),
+    ParamSpec(
+        "camera.rectified",
+        False,
+        "The images are rectified already (image_rect, or a driver that rectifies itself): pixels "
+        "become rays through camera_info's P and its distortion D is not applied. false: raw "
+        "images (image_raw), whose keypoints are undistorted with K and D first.",
         read_only=True,
     ),
     ParamSpec(
@@ -300,8 +350,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "depth.slop_sec",
         _DEPTH.slop_sec,
-        "A colour and a depth image are paired when their header stamps differ by at most this "
-        "(message_filters ApproximateTimeSynchronizer); colour frames without a partner are "
+        "A colour and a depth image are paired when their header stamps (their arrival times, "
+        "where a stamp is 0) differ by at most this; colour frames without a partner are "
         "processed without positions.",
         read_only=True,
         float_range=(0.001, 10.0),
@@ -331,6 +381,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Only readings within this distance (metres) of the person's own median depth count for "
         "its keypoints (a wrist in front of a wall does not take the wall's depth).",
         float_range=(0.01, 100.0),
+    ),
+    ParamSpec(
+        "depth.allow_rescale",
+        False,
+        "Accept a depth image of another size than the colour image (same aspect ratio), scaled "
+        "to it. false: such depth is refused with a warning (no 3D; poses still published), "
+        "because an unregistered depth stream has another size and another view.",
     ),
     ParamSpec(
         "max_image_pixels",
@@ -481,10 +538,24 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         float_range=(1e-3, 100.0),
     ),
     ParamSpec(
+        "smoothing.position_min_cutoff",
+        _SMOOTHING.position_min_cutoff,
+        "One-Euro cutoff of 3D positions and the person centre at rest (Hz): lower is smoother.",
+        float_range=(1e-3, 100.0),
+    ),
+    ParamSpec(
+        "smoothing.position_beta",
+        _SMOOTHING.position_beta,
+        "How fast the cutoff of 3D positions rises with their speed (per m/s): higher follows "
+        "walking with less lag (2.4 cm at 1.5 m/s and 30 Hz with the defaults).",
+        float_range=(0.0, 1000.0),
+    ),
+    ParamSpec(
         "detector.interval",
         1,
         "Run the person detector every N-th frame (1: every frame); in between, each confirmed "
-        "track's box comes from its last keypoints (faster, see README). Needs tracking.enabled.",
+        "track's box comes from its last keypoints (faster; docs/tracking.md). Needs "
+        "tracking.enabled.",
         int_range=(1, 100),
     ),
     ParamSpec(
@@ -525,73 +596,36 @@ class MarkerStyle:
 class RuntimeSettings:
     """The runtime-changeable parameters as one immutable snapshot.
 
-    The inference worker reads ``node.settings`` once per frame; a parameter change builds a new
-    snapshot and swaps the reference, so a frame never sees half of an update.
+    The inference worker reads ``node.settings`` once per cycle; a parameter change builds a new
+    snapshot and swaps the reference, so a frame never sees half of an update. What the stream
+    core does over time (tracking, smoothing, detector interval, depth) is its ``stream`` part,
+    built by the library's :func:`pose_ros.stream.settings_from_values` from the same names.
     """
 
-    detector_score_threshold: float
-    keypoint_score_threshold: float
-    max_persons: int
+    stream: StreamSettings
     max_image_pixels: int
     debug_image_enabled: bool
     debug_image_keypoint_threshold: float
     markers: MarkerStyle
-    depth: DepthConfig
-    tracking: TrackingConfig = _TRACKING
-    smoothing: SmoothingConfig = _SMOOTHING
-    detector_interval: int = 1
-    reuse_score_threshold: float = DEFAULT_REUSE_SCORE_THRESHOLD
     batch_wait_sec: float = float(DEFAULTS["batch_wait_sec"])
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> RuntimeSettings:
         """Build from parameter values (name → value); names not given take their default."""
-
-        def get(name: str) -> Any:
-            return values.get(name, DEFAULTS[name])
-
+        values = {**DEFAULTS, **values}
         return cls(
-            detector_score_threshold=float(get("detector.score_threshold")),
-            keypoint_score_threshold=float(get("keypoint_score_threshold")),
-            max_persons=int(get("max_persons")),
-            max_image_pixels=int(get("max_image_pixels")),
-            debug_image_enabled=bool(get("debug_image.enabled")),
-            debug_image_keypoint_threshold=float(get("debug_image.keypoint_threshold")),
+            stream=settings_from_values(values),
+            max_image_pixels=int(values["max_image_pixels"]),
+            debug_image_enabled=bool(values["debug_image.enabled"]),
+            debug_image_keypoint_threshold=float(values["debug_image.keypoint_threshold"]),
             markers=MarkerStyle(
-                keypoint_threshold=float(get("markers.keypoint_threshold")),
-                plane_distance=float(get("markers.plane_distance")),
-                pixel_scale=float(get("markers.pixel_scale")),
-                line_width=float(get("markers.line_width")),
-                sphere_size=float(get("markers.sphere_size")),
+                keypoint_threshold=float(values["markers.keypoint_threshold"]),
+                plane_distance=float(values["markers.plane_distance"]),
+                pixel_scale=float(values["markers.pixel_scale"]),
+                line_width=float(values["markers.line_width"]),
+                sphere_size=float(values["markers.sphere_size"]),
             ),
-            depth=DepthConfig(
-                min_m=float(get("depth.min_m")),
-                max_m=float(get("depth.max_m")),
-                patch_radius=int(get("depth.patch_radius")),
-                person_band_m=float(get("depth.person_band_m")),
-                slop_sec=float(get("depth.slop_sec")),
-            ),
-            tracking=TrackingConfig(
-                enabled=bool(get("tracking.enabled")),
-                min_hits=int(get("tracking.min_hits")),
-                max_age_sec=float(get("tracking.max_age_sec")),
-                iou_weight=float(get("tracking.iou_weight")),
-                match_threshold=float(get("tracking.match_threshold")),
-                # The high threshold of ByteTrack's first stage is the detector's threshold.
-                score_threshold=float(get("detector.score_threshold")),
-                low_score_threshold=min(
-                    TrackingConfig.low_score_threshold, float(get("detector.score_threshold"))
-                ),
-            ),
-            smoothing=SmoothingConfig(
-                enabled=bool(get("smoothing.enabled")),
-                min_cutoff=float(get("smoothing.min_cutoff")),
-                beta=float(get("smoothing.beta")),
-                d_cutoff=float(get("smoothing.d_cutoff")),
-            ),
-            detector_interval=int(get("detector.interval")),
-            reuse_score_threshold=float(get("detector.reuse_score_threshold")),
-            batch_wait_sec=float(get("batch_wait_sec")),
+            batch_wait_sec=float(values["batch_wait_sec"]),
         )
 
 

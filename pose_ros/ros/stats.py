@@ -129,6 +129,14 @@ class NodeStats:
                 t.received + 1, t.processed, t.dropped + int(dropped_older), t.bad, t.failed
             )
 
+    def frame_dropped(self, now: float | None = None) -> None:
+        """A received frame was replaced by a newer one before it was processed."""
+        with self._lock:
+            self._event("dropped", now)
+            self._dropped += 1
+            t = self._totals
+            self._totals = Totals(t.received, t.processed, t.dropped + 1, t.bad, t.failed)
+
     def frame_processed(
         self, latency_ms: float, pipeline_ms: float, persons: int, now: float | None = None
     ) -> None:
@@ -207,14 +215,33 @@ class NodeStats:
             return window
 
 
-def format_status(window: Window, *, random_weights: bool = False) -> str | None:
-    """The status line of one window, or None when nothing happened (an idle node stays quiet)."""
+def network_precision(estimator: object | None) -> str:
+    """What the estimator's pose network computes in: "fp32", "fp16" or "int8".
+
+    An exported model's runner says it (``precision``, from the export's metadata: an int8
+    export is int8 whatever the device); a PyTorch module runs in fp16 where the estimator casts
+    it (``fp16``), else fp32. "n/a" without an estimator (an unconfigured node).
+    """
+    if estimator is None:
+        return "n/a"
+    precision = getattr(getattr(estimator, "model", None), "precision", None)
+    if precision:
+        return str(precision)
+    return "fp16" if getattr(estimator, "fp16", False) else "fp32"
+
+
+def format_status(
+    window: Window, *, random_weights: bool = False, precision: str | None = None
+) -> str | None:
+    """The status line of one window, or None when nothing happened (an idle node stays quiet).
+    ``precision``: the pose network's (:func:`network_precision`), named at the line's start."""
     if window.idle:
         return None
-    parts = [
+    parts = [] if precision is None else [f"pose network {precision}"]
+    parts.append(
         f"frames in {window.received}, out {window.processed} "
         f"({window.processed / window.seconds:.1f} Hz)"
-    ]
+    )
     if window.processed:
         latency = np.asarray(window.latency_ms)
         pipeline = np.asarray(window.pipeline_ms)

@@ -1,4 +1,4 @@
-"""Test side of the node tests: the package's harness (pose_ros.ros.harness: the installed node in
+"""Test side of the node tests: the package's harness (devtools.ros_harness: the installed node in
 a child process, a Peer in this one) with this run's loopback-only DDS environment, plus frame
 builders the tests share."""
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from pose_ros.ros import harness
-from pose_ros.ros.harness import NodeProcess, Peer, make_header, reliable, with_stamp
+from devtools import ros_harness as harness
+from devtools.ros_harness import NodeProcess, Peer, make_header, reliable, with_stamp
 
 __all__ = [
     "NodeProcess",

@@ -1,7 +1,7 @@
 """The pose_ros demo: the real node on frames the repository draws itself.
 
-    python -m pose_ros.demo --output demo_output            # (make demo)
-    python -m pose_ros.demo --output out --model path/to/checkpoint.pt --device cuda
+    python -m devtools.demo --output demo_output            # (make demo)
+    python -m devtools.demo --output out --model path/to/checkpoint.pt --device cuda
 
 Starts the installed ``pose_node`` in its own process (as ``ros2 launch`` would, with the
 installed config/pose.yaml), publishes drawn frames of a waving figure (pose_ros.demo_scene) on
@@ -18,15 +18,25 @@ folder:
   runs without depth);
 * ``pose_node.log``: the node's log.
 
-Without trained weights (no ``--model``, nothing in the checkpoint cache) it says so and runs
-with untrained random weights: the keypoints are then meaningless, the plumbing is real. Run it
-through scripts/ros-env (``make demo``), which keeps DDS on this machine.
+Weights: ``--model`` names them; without it the default published checkpoint
+(``mmpose_res50_coco_256x192``) is used from the checkpoint cache, and downloaded into it first
+when it is not there (progress bar, sha256 check: pose_ros.models.registry). Where it cannot be
+had (offline, or a download that fails its check) the demo says so and runs with untrained random
+weights: the keypoints are then meaningless, the plumbing is real.
+
+``--video FILE`` publishes the frames of your own video instead of the drawn figure, at the
+video's frame rate (``--fps`` to change it), colour only, with the node's default person detector
+(``--detector`` to change it); the summary then has no error against a known pose.
+
+Run it through scripts/ros-env (``make demo``, ``make demo DEMO_ARGS="--video street.mp4"``),
+which keeps DDS on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -36,37 +46,80 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
+from devtools.ros_harness import Peer, make_header, reliable, running_pose_node
 from pose_ros.camera import PinholeCamera
 from pose_ros.demo_scene import FIGURE_DISTANCE_M, WALL_DISTANCE_M, demo_frames, render_depth
 from pose_ros.msg import PersonPoseArray
 from pose_ros.ros.conversions import array_to_image_msg, depth_array_to_msg
-from pose_ros.ros.harness import Peer, make_header, reliable, running_pose_node
-from pose_ros.ros.params import DEFAULT_MODEL
+from pose_ros.ros.params import DEFAULT_MODEL, DEFAULTS
 
 NAMESPACE = "/pose_demo"
 FRAME_ID = "demo_camera_optical_frame"
 RANDOM_MODEL = "random:simplebaseline_res18"
+DEFAULT_FRAMES = 40
+DEFAULT_FPS = 10.0
 #: The demo's camera: a typical 640x480 RGB-D colour camera (about 63 degrees horizontal view).
 DEMO_CAMERA = PinholeCamera(fx=525.0, fy=525.0, cx=319.5, cy=239.5, width=640, height=480)
 
 
 def choose_model(requested: str | None) -> tuple[str, bool, str]:
-    """(model parameter, random weights?, a sentence saying which weights and why)."""
+    """(model parameter, random weights?, a sentence saying which weights and why).
+
+    Without ``requested``: the default published checkpoint from the cache, downloaded first
+    (progress bar, verified sha256) when it is not there; random weights when it cannot be had
+    (offline, no URL, a download that fails its check)."""
     if requested:
         return requested, False, f"model: {requested}"
-    from pose_ros.models import PUBLISHED_CHECKPOINTS, checkpoint_cache_dir
+    from pose_ros.models import PUBLISHED_CHECKPOINTS, CheckpointError, checkpoint_cache_dir
+    from pose_ros.models.registry import fetch_published_checkpoint
 
     entry = PUBLISHED_CHECKPOINTS.get(DEFAULT_MODEL)
+    reason = ""
     if entry is not None and (checkpoint_cache_dir() / entry.filename).is_file():
         return DEFAULT_MODEL, False, f"model: {DEFAULT_MODEL} (found in the checkpoint cache)"
+    if entry is not None and entry.url:
+        print(f"no weights cached: downloading {DEFAULT_MODEL} ({entry.url})", flush=True)
+        try:
+            path = fetch_published_checkpoint(DEFAULT_MODEL, progress=True)
+        except CheckpointError as error:
+            cause = error.__cause__  # the network's own words, where it failed there
+            detail = getattr(cause, "reason", None) or cause or str(error).split(". ")[0]
+            reason = f" Download failed: {detail}."
+        else:
+            return DEFAULT_MODEL, False, f"model: {DEFAULT_MODEL} (downloaded and verified: {path})"
     return (
         RANDOM_MODEL,
         True,
         "NO TRAINED WEIGHTS: no --model given and no published checkpoint in "
-        f"{checkpoint_cache_dir()}. Running with UNTRAINED RANDOM WEIGHTS ({RANDOM_MODEL}): the "
-        "node, topics and drawing are real, the keypoints are meaningless. Pass --model "
-        "<checkpoint or registry name> for real poses (README: Weights).",
+        f"{checkpoint_cache_dir()}.{reason} Running with UNTRAINED RANDOM WEIGHTS "
+        f"({RANDOM_MODEL}): the node, topics and drawing are real, the keypoints are "
+        "meaningless. Pass --model <checkpoint or registry name> for real poses "
+        "(docs/engines.md: Weights).",
     )
+
+
+def video_frames(path: str | Path, limit: int | None = None) -> tuple[list, float]:
+    """(RGB frames of the video at ``path``, at most ``limit``; its frame rate, 0 when unknown).
+
+    Raises:
+        FileNotFoundError: the file does not exist, or OpenCV reads no frame from it.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--video {path}: no such file")
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        while limit is None or len(frames) < limit:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frames.append(np.ascontiguousarray(bgr[..., ::-1]))
+    finally:
+        capture.release()
+    if not frames:
+        raise FileNotFoundError(f"--video {path}: OpenCV read no frame from it (not a video?)")
+    return frames, fps if math.isfinite(fps) and fps > 0 else 0.0
 
 
 def _stamp_key(header: Any) -> tuple[int, int]:
@@ -98,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         # shows that drawing and markers work.
         parameters["debug_image.keypoint_threshold"] = 0.0
         parameters["markers.keypoint_threshold"] = 0.0
-    frames = list(demo_frames(args.frames, fps=args.fps))
+    frames = load_frames(args)
     if args.depth:
         # Millimetres, as RGB-D drivers publish (16UC1, REP 118).
         depths = [np.round(render_depth(truth) * 1000).astype(np.uint16) for _, truth in frames]
@@ -113,6 +166,20 @@ def run(args: argparse.Namespace) -> int:
             peer.close()
     sent_at, answers, images = result
     return _report(output, args, model, random_weights, frames, sent_at, answers, images)
+
+
+def load_frames(args: argparse.Namespace) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """(RGB frame, keypoints it was drawn from or None) for each frame to publish; settles
+    ``args.fps`` (and turns depth off) for a video."""
+    if args.video is None:
+        args.fps = args.fps or DEFAULT_FPS
+        return list(demo_frames(args.frames or DEFAULT_FRAMES, fps=args.fps))
+    pictures, video_fps = video_frames(args.video, args.frames)
+    args.fps = args.fps or video_fps or DEFAULT_FPS
+    args.depth = False  # a plain video has no registered depth image
+    height, width = pictures[0].shape[:2]
+    print(f"video {args.video}: {len(pictures)} frames of {width}x{height} at {args.fps:g} Hz")
+    return [(picture, None) for picture in pictures]
 
 
 def _camera_info(header: Any) -> CameraInfo:
@@ -202,7 +269,7 @@ def _report(
         record: dict[str, Any] = {
             "frame": index,
             "stamp": {"sec": key[0], "nanosec": key[1]},
-            "truth_keypoints": np.round(truth, 2).tolist(),
+            "truth_keypoints": None if truth is None else np.round(truth, 2).tolist(),
             "answered": key in answers,
         }
         if key in answers:
@@ -212,10 +279,10 @@ def _report(
             record["image_size"] = [msg.image_width, msg.image_height]
             record["persons"] = [_person_json(p) for p in msg.persons]
             persons += len(msg.persons)
-            if msg.persons:
+            if msg.persons and truth is not None:
                 best = np.array([[k.x, k.y] for k in msg.persons[0].keypoints])
                 errors.append(float(np.linalg.norm(best - truth, axis=1).mean()))
-            if msg.persons and args.depth:
+            if msg.persons and args.depth and truth is not None:
                 # The truth in 3D: the drawn keypoints back-projected at the figure's distance.
                 truth_3d = DEMO_CAMERA.back_project(truth, FIGURE_DISTANCE_M)
                 for keypoint, point in zip(msg.persons[0].keypoints, truth_3d, strict=True):
@@ -226,7 +293,7 @@ def _report(
                         errors_3d.append(float(np.linalg.norm(np.subtract(got, point))))
         if key in images:
             image = images[key]
-            pixels = np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 3)
+            pixels = np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, -1)
             bgr = pixels if image.encoding == "bgr8" else pixels[..., ::-1]
             cv2.imwrite(str(output / "frames" / f"frame_{index:03d}.png"), bgr)
             record["annotated_image"] = f"frames/frame_{index:03d}.png"
@@ -237,6 +304,7 @@ def _report(
         "model": model,
         "random_weights": random_weights,
         "detector": args.detector,
+        "input": str(args.video) if args.video else "drawn figure (pose_ros.demo_scene)",
         "frames_sent": len(sent_at),
         "frames_answered": answered,
         "frames_dropped_by_node": len(sent_at) - answered,
@@ -259,7 +327,8 @@ def _report(
     )
 
     weights = "RANDOM WEIGHTS" if random_weights else model
-    print(f"\npose_ros demo ({weights}, detector {args.detector})")
+    source = f"video {args.video}" if args.video else "drawn figure"
+    print(f"\npose_ros demo ({weights}, detector {args.detector}, {source})")
     print(
         f"  frames: {summary['frames_sent']} sent at {args.fps:g} Hz, {answered} answered on "
         f"{NAMESPACE}/poses ({summary['frames_dropped_by_node']} dropped: the node keeps only the "
@@ -325,14 +394,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model", help="checkpoint path or registry name (default: cached or random)"
     )
     parser.add_argument(
+        "--video",
+        help="publish the frames of this video file instead of the drawn figure (colour only)",
+    )
+    parser.add_argument(
         "--detector",
-        default="full_image",
-        help="detector backend (default full_image: the figure fills the frame; a torchvision "
-        "name needs its weights in the torch cache)",
+        help="detector backend (default: full_image for the drawn figure, which fills the frame; "
+        f"{DEFAULTS['detector.backend']} for --video, its weights downloaded by torchvision into "
+        "the torch cache)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--frames", type=int, default=40, help="number of frames (default 40)")
-    parser.add_argument("--fps", type=float, default=10.0, help="publishing rate (default 10)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        help=f"number of frames (default {DEFAULT_FRAMES}; with --video all of its frames)",
+    )
+    parser.add_argument(
+        "--fps",
+        type=float,
+        help=f"publishing rate (default {DEFAULT_FPS:g}; with --video the video's own rate)",
+    )
     parser.add_argument(
         "--no-depth",
         dest="depth",
@@ -340,8 +421,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="publish colour only (no depth image, no 3D positions)",
     )
     args = parser.parse_args(argv)
-    if args.frames < 1 or args.fps <= 0:
+    if (args.frames is not None and args.frames < 1) or (args.fps is not None and args.fps <= 0):
         parser.error("--frames must be >= 1 and --fps > 0")
+    if args.detector is None:
+        args.detector = DEFAULTS["detector.backend"] if args.video else "full_image"
     return args
 
 
