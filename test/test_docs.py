@@ -87,8 +87,6 @@ def test_relative_links_and_anchors_resolve(page: Path) -> None:
             continue
         target, _, anchor = link.partition("#")
         path = (page.parent / target).resolve() if target else page
-        if target.endswith("models.md") and not path.exists():
-            continue  # the networks' page: checked whenever it is present
         assert path.exists(), f"{page.name}: link to {link}: no such file"
         if anchor and path.suffix == ".md":
             assert anchor in _anchors(path.read_text()), f"{page.name}: no heading for {link}"
