@@ -47,19 +47,19 @@ from bench.triton_server import (
     cpu_triton_server,
     unavailable_reason,
 )
-from pose_ros.demo_scene import demo_frames
-from pose_ros.engines import cpu_thread_count
-from pose_ros.models import build_pose_model
-from pose_ros.msg import PersonPoseArray
-from pose_ros.pipeline import PoseEstimator
-from pose_ros.ros.conversions import array_to_image_msg
-from pose_ros.ros.harness import (
+from devtools.ros_harness import (
     Peer,
     loopback_large_images_profile,
     make_header,
     reliable,
     running_pose_node,
 )
+from pose_ros.demo_scene import demo_frames
+from pose_ros.engines import cpu_thread_count
+from pose_ros.models import build_pose_model
+from pose_ros.msg import PersonPoseArray
+from pose_ros.pipeline import PoseEstimator
+from pose_ros.ros.conversions import array_to_image_msg
 from pose_ros.runtime import OnnxPoseRunner, export_onnx
 from pose_ros.triton import TritonPoseRunner, export_triton_repository
 

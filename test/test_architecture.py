@@ -5,10 +5,12 @@ load without PyTorch."""
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "pose_ros"
@@ -113,3 +115,18 @@ def test_shared_types_and_ros_messages_load_without_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True
     )
     assert result.stdout.strip() == "False", result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(
+        f"{path.parent.name}.{path.stem}"
+        for folder in ("bench", "devtools")
+        for path in (REPO_ROOT / folder).glob("*.py")
+        if path.stem != "__init__"
+    ),
+)
+def test_benchmark_and_tool_modules_import(module: str) -> None:
+    """`make bench`, `make demo` and `make docs` run these modules: a stale import in any of them
+    fails here, not at the end of a long benchmark."""
+    importlib.import_module(module)
