@@ -347,12 +347,7 @@ class OnnxBackbone(torch.nn.Module):
         threads: int = 0,
     ) -> None:
         super().__init__()
-        ort = _import_onnxruntime()
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))
-        self.session = onnx_session(ort, path, providers, threads or None)
+        self.session = _detector_session(path, device, threads)
         self.names = names
         self.out_channels = out_channels
         self.source = path
@@ -467,18 +462,25 @@ def _check_backbone_export(
                 )
 
 
+def _detector_session(path: Path, device: torch.device, threads: int) -> Any:
+    """An ONNX Runtime session of an exported detector part: on ``device``'s GPU where ONNX
+    Runtime has CUDA (the provider's own default is GPU 0: the index is passed), else the CPU;
+    ``threads`` 0 = ONNX Runtime's default."""
+    ort = _import_onnxruntime()
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))
+    return onnx_session(ort, path, providers, threads or None)
+
+
 class OnnxRTMDet:
     """An RTMDet network exported to ONNX, run by ONNX Runtime with the module's call: (N, 3, S,
     S) normalised BGR -> (class logits per level, box distances per level) on the input's
     device."""
 
     def __init__(self, path: Path, levels: int, *, device: torch.device, threads: int = 0):
-        ort = _import_onnxruntime()
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))
-        self.session = onnx_session(ort, path, providers, threads or None)
+        self.session = _detector_session(path, device, threads)
         self.levels = levels
         self.source = path
 

@@ -12,6 +12,7 @@ reads BGR as it is. With the colour order swapped, each comparison fails by a wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pose_ros import geometry
 from pose_ros.detection import DetectionFilter, RTMDetDetector
 from pose_ros.detection.rtmdet_backend import resize_pad
 from pose_ros.models import load_pose_model
-from pose_ros.models.rtmdet import RTMDet, RTMDetVariant, decode_rtmdet
+from pose_ros.models.rtmdet import RTMDET_VARIANTS, RTMDet, decode_rtmdet
 from pose_ros.pipeline import PoseEstimator
 from pose_ros.simcc import decode_simcc, decode_simcc_torch
 
@@ -62,21 +63,13 @@ def pose_model(reference, tmp_path_factory):
 @pytest.fixture(scope="module")
 def detector_model(reference) -> RTMDet:
     config = json.loads(str(reference["det_config"]))
-    variant = RTMDetVariant(
-        deepen_factor=config["deepen_factor"],
-        widen_factor=config["widen_factor"],
-        neck_channels=config["neck_channels"],
-        neck_blocks=1,
-        depthwise=True,
-        share_conv=False,
-        exp_on_reg=False,
-        num_classes=1,
-        person_label=0,
-        input_size=config["input_size"],
-        score_threshold=config["score_threshold"],
-        nms_pre=config["nms_pre"],
-        nms_iou=config["nms_iou"],
-        max_detections=config["max_detections"],
+    # RTMDet-nano with the reduced widths and the thresholds the reference was made with.
+    overrides = (
+        "deepen_factor", "widen_factor", "neck_channels", "input_size",
+        "score_threshold", "nms_pre", "nms_iou", "max_detections",
+    )  # fmt: skip
+    variant = dataclasses.replace(
+        RTMDET_VARIANTS["rtmdet_nano"], **{key: config[key] for key in overrides}
     )
     model = RTMDet("rtmdet_reduced", variant)
     model.load_state_dict(_weights(reference, "det_weight"))

@@ -542,3 +542,25 @@ def test_an_rtmdet_without_weights_needs_allow_random_weights() -> None:
         cpu_threads=1,
     )
     assert estimator.random_weight_parts == ("pose network", "detector")
+
+
+def test_cspnext_trunk_weights_load_into_the_backbone_alone(
+    rtmpose_t: RTMPose, tmp_path: Path
+) -> None:
+    """Training's ``model.backbone_weights``: the ``backbone.*`` weights of a file go into the
+    trunk, the head keeps its own; a trunk of another width is refused with the shapes named."""
+    from pose_ros.models.checkpoints import load_cspnext_backbone
+
+    path = tmp_path / "trunk.pth"
+    torch.save({"state_dict": rtmpose_t.state_dict()}, path)  # backbone.* and head.*
+    torch.manual_seed(1)
+    fresh = build_pose_model("rtmpose_t")
+    head_before = {k: v.clone() for k, v in fresh.head.state_dict().items()}
+    loaded = load_cspnext_backbone(fresh, path)
+    assert sorted(loaded) == sorted(fresh.backbone.state_dict())
+    for key, value in rtmpose_t.backbone.state_dict().items():
+        assert torch.equal(fresh.backbone.state_dict()[key], value), key
+    for key, value in fresh.head.state_dict().items():
+        assert torch.equal(value, head_before[key]), key
+    with pytest.raises(CheckpointError, match=r"in file vs .* in model"):
+        load_cspnext_backbone(build_pose_model("rtmpose_s"), path)

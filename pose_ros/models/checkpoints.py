@@ -193,13 +193,7 @@ def load_cspnext_backbone(
     state, path, _ = read_state_dict(source, cache_dir=cache_dir)
     trunk = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     own = model.backbone.state_dict()
-    missing = [k for k in own if k not in trunk]
-    unexpected = [k for k in trunk if k not in own]
-    mismatched = [
-        f"{k} {tuple(trunk[k].shape)} in file vs {tuple(v.shape)} in model"
-        for k, v in own.items()
-        if k in trunk and tuple(trunk[k].shape) != tuple(v.shape)
-    ]
+    missing, unexpected, mismatched = state_dict_differences(trunk, own)
     if not trunk or missing or unexpected or mismatched:
         raise CheckpointError(
             f"Checkpoint {path} holds no CSPNeXt trunk (backbone.*) that fits "
@@ -597,13 +591,7 @@ def _fit(
         # Files from PyTorch < 0.4.1 (microsoft) have no BN batch counters; they hold no weights.
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(value)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} in file vs {tuple(v.shape)} in model"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
+    missing, unexpected, mismatched = state_dict_differences(state, expected)
     if missing or unexpected or mismatched:
         where = f" ({layout} layout)" if layout else ""
         raise CheckpointError(
@@ -612,6 +600,21 @@ def _fit(
             f"depth and model family) and num_keypoints."
         )
     model.load_state_dict(state)
+
+
+def state_dict_differences(
+    file_state: Mapping[str, Tensor], model_state: Mapping[str, Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """How a file's weights fail to fit a model's: (keys the file lacks, keys the model lacks,
+    "key (file shape) in file vs (model shape) in model" for keys of another shape)."""
+    missing = [k for k in model_state if k not in file_state]
+    unexpected = [k for k in file_state if k not in model_state]
+    mismatched = [
+        f"{k} {tuple(file_state[k].shape)} in file vs {tuple(v.shape)} in model"
+        for k, v in model_state.items()
+        if k in file_state and tuple(file_state[k].shape) != tuple(v.shape)
+    ]
+    return missing, unexpected, mismatched
 
 
 def _size_from_name(filename: str) -> tuple[int, int] | None:

@@ -174,15 +174,16 @@ def _cspnext(size: str, sha_date: str) -> PublishedCheckpoint:
     """The CSPNeXt trunks (UDP heatmap training on AIC+COCO) the RTMPose recipes start from;
     only their ``backbone.*`` weights are used (``training``'s ``model.backbone_weights``)."""
     size_in_name = "tiny" if size == "t" else size
+    filename = f"cspnext-{size_in_name}_udp-aic-coco_210e-256x192-{sha_date}.pth"
     return PublishedCheckpoint(
         name=f"cspnext_{size}_udp_aic_coco_256x192",
         arch=f"cspnext_{size}",
         layout="mmpose",
         color_order="RGB",
         input_size=(256, 192),
-        filename=f"cspnext-{size_in_name}_udp-aic-coco_210e-256x192-{sha_date}.pth",
-        url=f"{_RTMPOSE_URL}cspnext-{size_in_name}_udp-aic-coco_210e-256x192-{sha_date}.pth",
-        sha256_prefix=sha_date.split("_")[0],
+        filename=filename,
+        url=_RTMPOSE_URL + filename,
+        sha256_prefix=_hash_in_name(filename),
         homepage=_RTMPOSE_HOME,
     )
 
